@@ -1,0 +1,10 @@
+"""genie: Genie-style generative interactive video world models.
+
+Importing the package is cheap on purpose: heavy dependencies (torch, PyAV, pygame) are imported
+by the modules that need them, so `genie --help` answers at once.
+"""
+
+from genie.errors import GenieError
+
+__version__ = "0.1.0"
+__all__ = ["GenieError", "__version__"]

@@ -1,0 +1,3 @@
+from genie.cli import main
+
+raise SystemExit(main())

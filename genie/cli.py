@@ -1,0 +1,169 @@
+"""The `genie` command.
+
+Only argparse is imported up front: each subcommand imports what it needs when it runs, so
+`genie --help` answers at once. Mistakes a user can make raise GenieError, which ends in one line
+on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from genie.errors import GenieError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    from genie.data.video import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+def _data_record(args: argparse.Namespace) -> None:
+    from genie.data.record import RecordSettings, record
+
+    settings = RecordSettings(
+        game=args.game, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
+        mode=args.mode, start_level=args.start_level, levels=args.levels, size=args.size,
+        lossless=args.lossless,
+    )
+    meta = record(args.out, settings, workers=args.workers, overwrite=args.overwrite,
+                  progress=not args.quiet)
+    rate = meta["frames"] / max(meta["seconds"], 1e-9)
+    print(f"recorded {len(meta['episodes'])} episodes, {meta['frames']:,} frames into {args.out} "
+          f"in {meta['seconds']:.1f}s ({rate:,.0f} frames/s)")
+
+
+def _data_prepare(args: argparse.Namespace) -> None:
+    from genie.data.prepare import PrepareSettings, prepare
+
+    settings = PrepareSettings(
+        size=args.size, crop=args.crop, fps=args.fps, val_fraction=args.val_fraction,
+        split_scenes=args.split_scenes, scene_threshold=args.scene_threshold,
+        shard_mb=args.shard_mb,
+    )
+    s = prepare(args.src, args.out, settings, workers=args.workers, overwrite=args.overwrite,
+                log=lambda msg: print(msg, file=sys.stderr), progress=not args.quiet)
+    print(f"prepared {args.out}: {s.episodes} episodes ({s.splits['train']} train, "
+          f"{s.splits['val']} val), {s.frames:,} frames at {args.size[0]}x{args.size[1]} from "
+          f"{s.videos} videos; {len(s.skipped)} files skipped; {s.seconds:.1f}s "
+          f"({s.frames / max(s.seconds, 1e-9):,.0f} frames/s)")
+
+
+def _data_info(args: argparse.Namespace) -> None:
+    from genie.data.index import describe
+
+    print(describe(args.dataset))
+
+
+def _add_data(sub) -> None:
+    data = sub.add_parser("data", help="record gameplay, prepare videos, inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    rec = dsub.add_parser(
+        "record", help="record gameplay videos with a random agent",
+        description="Record gameplay of a built-in game (procgen's CoinRun) played by a random "
+        "agent that holds each action for a few steps: one mp4 per episode plus a sidecar "
+        "<name>.actions.npy of the true actions. Same arguments, same files.",
+    )
+    rec.add_argument("game", choices=["coinrun"], help="the game to record")
+    rec.add_argument("--out", required=True, help="folder for the videos (created)")
+    rec.add_argument("--episodes", type=_positive_int, default=10, help="episodes to record")
+    rec.add_argument("--max-steps", type=_positive_int, default=1000,
+                     help="cap on actions per episode (default: 1000, CoinRun's own limit)")
+    rec.add_argument("--seed", type=int, default=0, help="seed for levels and agent")
+    rec.add_argument("--mode", choices=["easy", "hard"], default="hard",
+                     help="procgen distribution mode (default: hard)")
+    rec.add_argument("--start-level", type=int, default=0, help="first level of the range")
+    rec.add_argument("--levels", type=int, default=0,
+                     help="number of levels in the range; 0 = unlimited (default)")
+    rec.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
+    rec.add_argument("--lossless", action="store_true", help="lossless H.264 RGB video")
+    rec.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    rec.add_argument("--overwrite", action="store_true", help="replace an earlier recording")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=_data_record)
+
+    prep = dsub.add_parser(
+        "prepare", help="turn a folder of videos into a training dataset",
+        description="Decode every video under SRC (recursive; anything PyAV reads: mp4, mkv, "
+        "webm, avi, mov, gif, ...) into uint8 frame shards with an episode index. Damaged files "
+        "keep their decodable frames or are skipped with a note. Sidecar <name>.actions.npy "
+        "files follow their frames. If SRC holds train/ and val/ folders they decide the split.",
+    )
+    prep.add_argument("src", help="folder of videos (or one video file)")
+    prep.add_argument("--out", required=True, help="dataset folder to create")
+    prep.add_argument("--size", type=_size, default=(64, 64),
+                      help="frame size, N or HxW (default: 64; e.g. 90x160)")
+    prep.add_argument("--crop", choices=["center"],
+                      help="crop to the target aspect before resizing (default: resize only)")
+    prep.add_argument("--fps", type=float, help="subsample to this frame rate (default: keep all)")
+    prep.add_argument("--val-fraction", type=float, default=0.05,
+                      help="share of episodes held out for validation (default: 0.05)")
+    prep.add_argument("--split-scenes", action="store_true",
+                      help="cut videos into episodes at hard scene cuts")
+    prep.add_argument("--scene-threshold", type=float, default=30.0,
+                      help="mean absolute frame change (0-255) that counts as a cut (default: 30)")
+    prep.add_argument("--shard-mb", type=float, default=256.0,
+                      help="target shard size in MiB (default: 256)")
+    prep.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    prep.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    prep.set_defaults(func=_data_prepare)
+
+    info = dsub.add_parser("info", help="summarise a prepared dataset")
+    info.add_argument("dataset", help="dataset folder")
+    info.set_defaults(func=_data_info)
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genie",
+        description="Genie-style world models: turn unlabeled gameplay video into a world you "
+        "can play.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data(sub)
+    return parser
+
+
+def _version() -> str:
+    from genie import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Library banners (pygame's hello, TensorFlow-style logs) are noise on a command line.
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GenieError as e:
+        print(f"genie: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genie: interrupted", file=sys.stderr)
+        return 130
+    return 0
