@@ -14,6 +14,13 @@ import sys
 from genie.errors import GenieError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line that says where to look, not a usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -60,7 +67,7 @@ def _data_prepare(args: argparse.Namespace) -> None:
         shard_mb=args.shard_mb,
     )
     s = prepare(args.src, args.out, settings, workers=args.workers, overwrite=args.overwrite,
-                log=lambda msg: print(msg, file=sys.stderr), progress=not args.quiet)
+                progress=not args.quiet)
     print(f"prepared {args.out}: {s.episodes} episodes ({s.splits['train']} train, "
           f"{s.splits['val']} val), {s.frames:,} frames at {args.size[0]}x{args.size[1]} from "
           f"{s.videos} videos; {len(s.skipped)} files skipped; {s.seconds:.1f}s "
@@ -75,7 +82,8 @@ def _data_info(args: argparse.Namespace) -> None:
 
 def _add_data(sub) -> None:
     data = sub.add_parser("data", help="record gameplay, prepare videos, inspect datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True,
+                               parser_class=_Parser)
 
     rec = dsub.add_parser(
         "record", help="record gameplay videos with a random agent",
@@ -137,13 +145,14 @@ def _add_data(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="genie",
         description="Genie-style world models: turn unlabeled gameplay video into a world you "
         "can play.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     _add_data(sub)
     return parser
 

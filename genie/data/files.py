@@ -1,10 +1,11 @@
-"""Crash-safe file writing: atomic JSON and .npy arrays streamed frame by frame."""
+"""Crash-safe file writing: atomic JSON, and .npy arrays streamed row by row both ways."""
 
 from __future__ import annotations
 
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,19 @@ class NpyStreamWriter:
     def abort(self) -> None:
         self.file.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def read_rows(path: str | Path, start: int, count: int, chunk: int = 256) -> Iterator[np.ndarray]:
+    """Rows start..start+count of an .npy file written by NpyStreamWriter, `chunk` at a time.
+
+    Plain reads rather than a memory map: mapped pages count against the process's memory,
+    and a long video would be mapped whole.
+    """
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        f.seek(_NPY_HEADER_BYTES + start * row_bytes)
+        for done in range(0, count, chunk):
+            n = min(chunk, count - done)
+            yield np.frombuffer(f.read(n * row_bytes), dtype).reshape(n, *shape[1:])

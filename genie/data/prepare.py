@@ -20,13 +20,14 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from genie.data.files import NpyStreamWriter, write_json_atomic
+from genie.data.files import NpyStreamWriter, read_rows, write_json_atomic
 from genie.errors import GenieError
 
 FORMAT = "genie-frames"
@@ -59,6 +60,10 @@ class PrepareSummary:
     seconds: float = 0.0
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def find_videos(src: Path) -> list[Path]:
     """Every file under src (recursive, sorted) that might be a video: PyAV decides later."""
     if src.is_file():
@@ -79,7 +84,7 @@ def prepare(
     settings: PrepareSettings,
     workers: int | None = None,
     overwrite: bool = False,
-    log=print,
+    log=_stderr,
     progress: bool = True,
 ) -> PrepareSummary:
     """Decode every video under `src` into the dataset `out`; returns what was done.
@@ -98,13 +103,15 @@ def prepare(
     if not videos:
         raise GenieError(f"no files found under {src}: give a folder that holds video files")
     root = src if src.is_dir() else src.parent
-    settings_key = {"src": str(src.resolve()), **asdict(settings)}
+    # Through JSON, so that it compares equal to the copy read back from prepare.json.
+    settings_key = json.loads(json.dumps({"src": str(src.resolve()), **asdict(settings)}))
+    resuming = (out / "prepare.json").exists() and not _is_empty(out, "prepare.json")
     journal = _open_output(out, settings_key, overwrite, log)
-
     done = {s for entry in journal for s in entry["sources"]}
     todo = [v for v in videos if v.relative_to(root).as_posix() not in done]
-    if done:
-        log(f"resuming the interrupted prepare of {out}: {len(done)} of {len(videos)} files done")
+    if resuming and not overwrite:
+        log(f"finishing the interrupted prepare of {out}: {len(done)} of {len(videos)} files "
+            "were done")
     tmp_dir = out / ".tmp"
     tmp_dir.mkdir(exist_ok=True)
     jobs = [
@@ -119,10 +126,10 @@ def prepare(
     try:
         results = pool.imap(_decode_source, jobs) if pool else map(_decode_source, jobs)
         for result in results:
-            for note in result["notes"]:
-                bar.write(f"{result['source']}: {note}")
-            if result["problem"]:
-                bar.write(f"{result['source']}: {result['problem']}: skipped")
+            problem = [f"{result['problem']}: skipped"] if result["problem"] else []
+            with bar.external_write_mode():  # lines above the bar, not through it
+                for note in result["notes"] + problem:
+                    log(f"{result['source']}: {note}")
             packer.add(result)
             bar.update(1)
             bar.set_postfix(frames=packer.total_frames, refresh=False)
@@ -133,6 +140,10 @@ def prepare(
             pool.terminate()
     journal += packer.committed
     return _finish(out, root, settings, journal, len(videos), start, log)
+
+
+def _is_empty(folder: Path, *but: str) -> bool:
+    return all(p.name in but for p in folder.iterdir())
 
 
 def _check_settings(s: PrepareSettings) -> None:
@@ -222,11 +233,10 @@ class _ShardPacker:
     def _copy_frames(self, result: dict) -> None:
         if self.writer is None:
             self.writer = NpyStreamWriter(self.out / self.name, (*self.settings.size, 3))
-        frames = np.load(result["tmp"], mmap_mode="r")
         for segment, (start, length) in enumerate(result["segments"]):
             offset = self.writer.rows
-            for i in range(start, start + length, 1024):  # bounded chunks: memory stays flat
-                self.writer.write(frames[i : min(i + 1024, start + length)])
+            for rows in read_rows(result["tmp"], start, length):
+                self.writer.write(rows)
             actions = result["actions"]
             self.actions.append(
                 actions[start : start + length] if actions is not None
@@ -237,7 +247,6 @@ class _ShardPacker:
                 "offset": offset, "length": length, "has_actions": actions is not None,
             })
         self.total_frames += sum(length for _, length in result["segments"])
-        del frames
         os.unlink(result["tmp"])
 
     def _commit(self) -> None:

@@ -126,23 +126,30 @@ def _warm_up(s: RecordSettings) -> None:
     ProcgenGym3Env(num=1, env_name=s.game, distribution_mode=s.mode, num_threads=0).close()
 
 
+def episode_env(s: RecordSettings, i: int):
+    """(environment, agent generator, level) of episode i: the same for the same arguments."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        from procgen import ProcgenGym3Env
+    rng = np.random.default_rng([s.seed, i])
+    span = s.levels or MAX_LEVEL - s.start_level
+    level = s.start_level + int(rng.integers(span))
+    env = ProcgenGym3Env(
+        num=1, env_name=s.game, distribution_mode=s.mode, start_level=level, num_levels=1,
+        rand_seed=int(rng.integers(MAX_LEVEL)), num_threads=0,
+        # other sizes come from procgen's 512x512 render, not from upscaling its 64px frames
+        render_mode="rgb_array" if s.size != 64 else None,
+    )
+    return env, rng, level
+
+
 def _record_episode(job) -> dict:
     """Play and write one episode; runs in a worker process."""
     from genie.data.video import VideoWriter
 
     out, s, i = job
     s = RecordSettings(**{**s, "hold": tuple(s["hold"])})
-    with contextlib.redirect_stderr(io.StringIO()):
-        from procgen import ProcgenGym3Env
-    rng = np.random.default_rng([s.seed, i])
-    span = s.levels or MAX_LEVEL - s.start_level
-    level = s.start_level + int(rng.integers(span))
-    hires = s.size != 64  # other sizes come from procgen's 512x512 render, not a 64px upscale
-    env = ProcgenGym3Env(
-        num=1, env_name=s.game, distribution_mode=s.mode, start_level=level, num_levels=1,
-        rand_seed=int(rng.integers(MAX_LEVEL)), num_threads=0,
-        render_mode="rgb_array" if hires else None,
-    )
+    env, rng, level = episode_env(s, i)
+    hires = s.size != 64
     name = f"{s.game}_{i:06d}"
     actions: list[int] = []
     with VideoWriter(Path(out) / f"{name}.mp4", fps=FPS, lossless=s.lossless) as video:

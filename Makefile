@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make demo` (the main job) and `make test`.
+# Each installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the local CPU wheel; an unpinned torch pulls CUDA builds.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[games,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Record CoinRun gameplay, prepare it into a dataset and describe it.
+demo: $(STAMP)
+	$(BIN)/genie data record coinrun --out demo/raw --episodes 50 --overwrite
+	$(BIN)/genie data prepare demo/raw --out demo/dataset --overwrite
+	$(BIN)/genie data info demo/dataset
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf demo benchmarks/results .pytest_cache

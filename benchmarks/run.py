@@ -1,0 +1,103 @@
+"""Speed benchmarks: one command, a printed table, JSON out.
+
+    python benchmarks/run.py                 # every suite
+    python benchmarks/run.py data --episodes 200 --json benchmarks/results/data.json
+
+Each figure is measured end to end from the command line, start-up included, the way a user
+runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def genie(*args: str) -> float:
+    """Run `genie ARGS` in a fresh process; returns its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "genie", *args, "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def frames_in(dataset: Path) -> int:
+    return json.loads((dataset / "meta.json").read_text())["frames"]
+
+
+def resize_videos(src: Path, dst: Path, height: int, width: int) -> None:
+    """Re-encode recorded episodes at another size, to time prepare on larger sources."""
+    from genie.data.video import VideoWriter, read_frames
+
+    dst.mkdir()
+    for video in sorted(src.glob("*.mp4")):
+        with VideoWriter(dst / video.name) as out:
+            for frame in read_frames(video, (height, width)):
+                out.write(frame.rgb)
+
+
+def bench_data(args, work: Path) -> list[dict]:
+    raw = work / "raw"
+    rows = []
+    seconds = genie("data", "record", "coinrun", "--out", str(raw), "--episodes",
+                    str(args.episodes), "--seed", "0", "--workers", str(args.workers))
+    frames = json.loads((raw / "record.json").read_text())["frames"]
+    rows.append({"stage": "record coinrun", "source": "procgen", "output": "64x64 mp4",
+                 "frames": frames, "seconds": seconds})
+    wide = work / "wide"
+    resize_videos(raw, wide, 90, 160)
+    for source, folder in (("64x64 mp4", raw), ("90x160 mp4", wide)):
+        for size in ("64", "90x160"):
+            out = work / f"ds_{folder.name}_{size}"
+            seconds = genie("data", "prepare", str(folder), "--out", str(out), "--size", size,
+                            "--workers", str(args.workers))
+            rows.append({"stage": "prepare", "source": source, "output": size,
+                         "frames": frames_in(out), "seconds": seconds})
+            shutil.rmtree(out)
+    for row in rows:
+        row["frames_per_s"] = row["frames"] / row["seconds"]
+    return rows
+
+
+SUITES = {"data": bench_data}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
+    parser.add_argument("--episodes", type=int, default=200, help="CoinRun episodes to record")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
+    args = parser.parse_args()
+    unknown = set(args.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version()}, "suites": {}}
+    for name in args.suites or SUITES:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["suites"][name] = SUITES[name](args, Path(tmp))
+    for name, rows in results["suites"].items():
+        print(f"\n## {name}\n")
+        keys = list(rows[0])
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "---|" * len(keys))
+        for row in rows:
+            cells = [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
+                     else str(v) for v in row.values()]
+            print("| " + " | ".join(cells) + " |")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+    print(f"\nwritten {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The `genie` command: help everywhere, light start-up, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from genie.cli import main
+
+COMMANDS = [[], ["data"], ["data", "record"], ["data", "prepare"], ["data", "info"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "genie")
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+    assert exit.value.code == 0
+    assert "usage: genie" in capsys.readouterr().out
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys; from genie.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'av', 'pygame', 'numpy', 'procgen'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    done = subprocess.run([sys.executable, "-m", "genie", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""  # no banners, no warnings
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "prepare", "src"], "required: --out"),
+        (["data", "prepare", "src", "--out", "x", "--size", "big"], "is not N or HxW"),
+        (["data", "record", "coinrun", "--out", "x", "--episodes", "0"], "at least 1"),
+        (["data", "record", "pong", "--out", "x"], "invalid choice"),
+        (["data", "info", "/no/such/dataset"], "does not exist"),
+        (["train"], "invalid choice"),
+    ],
+)
+def test_mistakes_are_one_line(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
