@@ -1,0 +1,216 @@
+"""Attention on (B, heads, L, head_dim) tensors with interchangeable kernels, and the layer.
+
+Named attn.py so that genie.nn.attention stays the function, not a shadowed module.
+
+Masks are bottom-right aligned: a query block of length Lq is the *last* Lq positions of an
+Lk-long sequence, which is what a query attending to a key/value cache is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genie.nn.positions import RotaryEmbedding
+
+BACKENDS = ("sdpa", "xformers")
+
+# CUDA attention kernels put batch*heads on a grid dimension capped at 65535; folded ST batches
+# exceed it easily (temporal attention folds B*N: 16 clips of 32x32 tokens with 4 heads do).
+MAX_BATCH_HEADS = 65535
+
+
+def attention_mask(
+    lq: int, lk: int, *, causal: bool, window: int | None = None, device: torch.device | None = None
+) -> Tensor | None:
+    """Boolean (Lq, Lk) mask, True where a query may attend, or None when nothing is masked.
+
+    Query i sits at position lk - lq + i. Causal hides later keys; `window` W keeps only the
+    W most recent keys up to and including the query's own position (a causal band).
+    """
+    _check_mask_args(lq, lk, causal, window)
+    if not causal:
+        return None
+    first_query = lk - lq
+    # Nothing to mask: every key precedes every query and all fit in the band.
+    if lq == 1 and (window is None or lk <= window):
+        return None
+    q_pos = torch.arange(first_query, lk, device=device)[:, None]  # (Lq, 1)
+    k_pos = torch.arange(lk, device=device)[None, :]  # (1, Lk)
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= k_pos > q_pos - window
+    return mask
+
+
+def _check_mask_args(lq: int, lk: int, causal: bool, window: int | None) -> None:
+    if window is not None and not causal:
+        raise ValueError("window needs causal=True: it bands a causal mask")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be at least 1 frame, got {window}")
+    if lq > lk:
+        raise ValueError(f"more queries ({lq}) than keys ({lk}): queries must be the last keys")
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    causal: bool = False,
+    window: int | None = None,
+    backend: str = "sdpa",
+    scale: float | None = None,
+) -> Tensor:
+    """Multi-head attention: q (B, H, Lq, Dh), k and v (B, H, Lk, Dh) -> (B, H, Lq, Dh).
+
+    With Lq < Lk the queries are the last Lq positions (bottom-right aligned masks), so a new
+    frame attends to cached keys plus itself. `window` restricts causal attention to the W
+    most recent positions, the query's own included. Folded batches larger than the kernels'
+    grid limit are run in chunks of at most MAX_BATCH_HEADS batch*heads.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}: choose one of {BACKENDS}")
+    _check_mask_args(q.shape[-2], k.shape[-2], causal, window)
+    if backend == "xformers":
+        kernel = _xformers_kernel()
+        if not q.is_cuda:
+            raise RuntimeError("attention backend 'xformers' needs CUDA tensors: use 'sdpa'")
+    else:
+        kernel = _sdpa
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    batch, heads = q.shape[:2]
+    chunk = max(1, MAX_BATCH_HEADS // heads)
+    if batch <= chunk:
+        return kernel(q, k, v, causal=causal, window=window, scale=scale)
+    outs = [
+        kernel(
+            q[i : i + chunk],
+            k[i : i + chunk],
+            v[i : i + chunk],
+            causal=causal,
+            window=window,
+            scale=scale,
+        )
+        for i in range(0, batch, chunk)
+    ]
+    return torch.cat(outs)
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, *, causal: bool, window: int | None, scale: float):
+    lq, lk = q.shape[-2], k.shape[-2]
+    # SDPA's own is_causal is top-left aligned and lets fused kernels skip the mask tensor, so
+    # use it only where top-left and bottom-right coincide (square) and the band masks nothing.
+    if causal and lq == lk and (window is None or window >= lk):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    mask = attention_mask(lq, lk, causal=causal, window=window, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _xformers_kernel():
+    try:
+        from xformers.ops import fmha
+    except ImportError:
+        raise RuntimeError(
+            "attention backend 'xformers' needs the xformers package "
+            "(pip install 'genie[gpu]') or use backend='sdpa'"
+        ) from None
+
+    def kernel(
+        q: Tensor, k: Tensor, v: Tensor, *, causal: bool, window: int | None, scale: float
+    ) -> Tensor:
+        if window is not None:
+            bias = fmha.attn_bias.LowerTriangularFromBottomRightLocalAttentionMask(window)
+        elif causal:
+            bias = fmha.attn_bias.LowerTriangularFromBottomRightMask()
+        else:
+            bias = None
+        # xformers wants (B, L, H, Dh); transposed views keep head_dim contiguous, as it needs.
+        out = fmha.memory_efficient_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, scale=scale
+        )
+        return out.transpose(1, 2)  # (B, H, Lq, Dh)
+
+    return kernel
+
+
+class HeadNorm(nn.Module):
+    """RMS norm over head_dim that follows its input's dtype, so bf16 stays on the fused kernel."""
+
+    def __init__(self, head_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(head_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over folded sequences, with optional rotary positions.
+
+    Dimensions: B' folded batch (B*T frames for spatial attention, B*N token positions for
+    temporal attention), L sequence length, D width, H heads, Dh = D / H.
+    forward: x (B', L, D) -> output (B', L, D) and this call's (k, v), each (B', H, L, Dh),
+    keys already rotated, for the caller to cache. `past` (k, v) of earlier positions are
+    prepended to the keys/values, so the L queries are the last L of the sequence.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        qk_norm: bool = True,
+        rope: RotaryEmbedding | None = None,
+        backend: str = "sdpa",
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"width {dim} is not divisible by {heads} heads")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}: choose one of {BACKENDS}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.backend = backend
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        # Normalised queries/keys bound the attention logits, which keeps bf16 training stable.
+        self.q_norm = HeadNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = HeadNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.rope = rope
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        causal: bool = False,
+        window: int | None = None,
+        positions: Tensor | None = None,
+        past: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        b, length, dim = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4).contiguous()  # (3, B', H, L, Dh)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            if positions is None:
+                raise ValueError("rotary attention needs the positions of its tokens")
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        new_kv = (k, v)
+        if past is not None:
+            past_k, past_v = past
+            if past_k.shape[0] != b or past_k.dtype != k.dtype:
+                raise ValueError(
+                    f"cached keys are {tuple(past_k.shape)} {past_k.dtype} but this call has "
+                    f"folded batch {b} in {k.dtype}: keep batch size, tokens per frame and "
+                    "autocast the same for every step that shares a cache"
+                )
+            k = torch.cat([past_k, k], dim=-2)  # (B', H, L_past + L, Dh)
+            v = torch.cat([past_v, v], dim=-2)
+        out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
+        out = out.transpose(1, 2).reshape(b, length, dim)  # (B', L, D)
+        return self.proj(out), new_kv

@@ -1,0 +1,124 @@
+import math
+
+import pytest
+import torch
+
+import genie.nn.attn as attn_mod
+from genie.nn import RotaryEmbedding, SelfAttention, attention, attention_mask
+
+
+def qkv(b=2, h=3, lq=5, lk=5, dh=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, lq, dh, generator=g)
+    k = torch.randn(b, h, lk, dh, generator=g)
+    v = torch.randn(b, h, lk, dh, generator=g)
+    return q, k, v
+
+
+def reference(q, k, v, causal, window=None):
+    """Plain softmax attention with the mask written out position by position."""
+    lq, lk = q.shape[-2], k.shape[-2]
+    allowed = torch.ones(lq, lk, dtype=torch.bool)
+    for i in range(lq):
+        pos = lk - lq + i
+        for j in range(lk):
+            if causal and j > pos:
+                allowed[i, j] = False
+            if window is not None and j <= pos - window:
+                allowed[i, j] = False
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+@pytest.mark.parametrize(
+    "lq,lk,causal,window",
+    [
+        (5, 5, False, None),
+        (5, 5, True, None),
+        (2, 6, True, None),
+        (1, 6, True, None),
+        (6, 6, True, 3),
+        (3, 7, True, 2),
+        (1, 7, True, 3),
+    ],
+)
+def test_matches_reference(lq, lk, causal, window):
+    q, k, v = qkv(lq=lq, lk=lk)
+    out = attention(q, k, v, causal=causal, window=window)
+    assert out.shape == q.shape
+    torch.testing.assert_close(out, reference(q, k, v, causal, window), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_bottom_right_causal_queries_are_the_last_positions(window):
+    # Queries for the last Lq positions against all Lk keys must equal the last Lq rows of
+    # the full causal attention: exactly what a new frame attending to a KV cache computes.
+    q, k, v = qkv(lq=7, lk=7)
+    full = attention(q, k, v, causal=True, window=window)
+    tail = attention(q[:, :, -2:], k, v, causal=True, window=window)
+    torch.testing.assert_close(tail, full[:, :, -2:], atol=1e-6, rtol=1e-6)
+    # Top-left alignment (SDPA's is_causal) would hide keys 2.. from the first query.
+    top_left = torch.nn.functional.scaled_dot_product_attention(q[:, :, -2:], k, v, is_causal=True)
+    assert not torch.allclose(tail, top_left, atol=1e-3)
+
+
+def test_mask_is_skipped_only_when_nothing_is_hidden():
+    assert attention_mask(1, 4, causal=True) is None
+    assert attention_mask(1, 4, causal=True, window=4) is None
+    mask = attention_mask(1, 5, causal=True, window=4)
+    assert mask.tolist() == [[False, True, True, True, True]]
+    assert attention_mask(2, 3, causal=True).tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_chunked_matches_unchunked(monkeypatch):
+    q, k, v = qkv(b=7, h=2, lq=3, lk=5)
+    whole = attention(q, k, v, causal=True, window=2)
+    calls = []
+    kernel = attn_mod._sdpa
+
+    def counting_kernel(q, k, v, **kw):
+        calls.append(q.shape[0] * q.shape[1])
+        return kernel(q, k, v, **kw)
+
+    monkeypatch.setattr(attn_mod, "_sdpa", counting_kernel)
+    monkeypatch.setattr(attn_mod, "MAX_BATCH_HEADS", 6)
+    chunked = attention(q, k, v, causal=True, window=2)
+    assert calls == [6, 6, 2]  # batch chunks of 3, 3, 1 with 2 heads
+    torch.testing.assert_close(chunked, whole, atol=0, rtol=0)
+
+
+def test_bad_arguments_raise():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="causal"):
+        attention(q, k, v, window=2)
+    with pytest.raises(ValueError, match="backend"):
+        attention(q, k, v, backend="flash9")
+    with pytest.raises(ValueError, match="queries"):
+        attention(q, k[:, :, :2], v[:, :, :2], causal=True)
+    # CPU tensors (or no xformers installed): a one-line error pointing at sdpa.
+    with pytest.raises(RuntimeError, match="sdpa"):
+        attention(q, k, v, backend="xformers")
+
+
+def test_rope_depends_only_on_offsets():
+    rope = RotaryEmbedding(8)
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(1, 8, generator=g), torch.randn(1, 8, generator=g)
+
+    def score(i, j):
+        return (rope(q, torch.tensor([i])) * rope(k, torch.tensor([j]))).sum()
+
+    torch.testing.assert_close(score(3, 1), score(1003, 1001), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(score(3, 1), score(3, 2), atol=1e-3)
+    # A rotation: norms are kept, and positions far beyond any training length just work.
+    far = rope(q, torch.tensor([100_000]))
+    torch.testing.assert_close(far.norm(), q.norm())
+
+
+def test_self_attention_rejects_a_mismatched_cache():
+    layer = SelfAttention(16, 2, rope=RotaryEmbedding(8))
+    x = torch.randn(3, 1, 16)
+    past = (torch.zeros(4, 2, 2, 8), torch.zeros(4, 2, 2, 8))
+    with pytest.raises(ValueError, match="folded batch"):
+        layer(x, causal=True, positions=torch.tensor([2]), past=past)
