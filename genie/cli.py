@@ -141,6 +141,92 @@ def _add_data(sub) -> None:
     info.set_defaults(func=_data_info)
 
 
+# ----------------------------------------------------------------------------------- models
+
+
+def _add_compute_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                        help="where to compute (default: auto = cuda, then mps, then cpu)")
+    parser.add_argument("--threads", type=_positive_int,
+                        help="CPU threads for torch (default: torch's choice)")
+
+
+def _setup_compute(args: argparse.Namespace) -> None:
+    from genie.train.compute import set_threads
+
+    set_threads(args.threads)
+
+
+def _train_tokenizer(args: argparse.Namespace) -> None:
+    from genie.config import load_config
+    from genie.train.stages import train_tokenizer
+
+    _setup_compute(args)
+    config = load_config(args.config, args.overrides)
+    model_dir = train_tokenizer(config, args.data, args.out, resume=args.resume,
+                                init=args.init_from, device=args.device)
+    if os.environ.get("RANK", "0") == "0":  # once, not once per process under accelerate launch
+        print(f"tokenizer trained: {model_dir}")
+
+
+def _eval_tokenizer(args: argparse.Namespace) -> None:
+    from genie.tokenizer.evaluate import evaluate_tokenizer
+
+    _setup_compute(args)
+    result = evaluate_tokenizer(args.model, args.data, split=args.split, seq_len=args.seq_len,
+                                clips=args.clips, device=args.device)
+    print(f"tokenizer on {result['clips']} {args.split} clips of {result['frames_per_clip']} "
+          f"frames: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}, codebook "
+          f"{result['codes_used']}/{result['codebook_size']} used "
+          f"({100 * result['codebook_usage']:.1f}%), perplexity {result['perplexity']:.1f}")
+    if args.json:
+        from genie.data.files import write_json_atomic
+
+        write_json_atomic(args.json, result)
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser("train", help="train the tokenizer (more stages to come)")
+    tsub = train.add_subparsers(dest="train_command", metavar="STAGE", required=True,
+                                parser_class=_Parser)
+    tok = tsub.add_parser(
+        "tokenizer", help="train the VQ video tokenizer",
+        description="Train the ST-transformer VQ-VAE video tokenizer. Settings come from a "
+        "preset (configs/NAME.yaml or a path) and key=value overrides, e.g. "
+        "tokenizer.train.lr=3e-4 tokenizer.train.steps=2000. The run folder keeps checkpoints, "
+        "TensorBoard logs, sample reconstructions and, at the end, the model (RUN/model).",
+    )
+    tok.add_argument("--config", default="tiny", help="preset name or YAML path (default: tiny)")
+    tok.add_argument("--data", required=True, help="prepared dataset folder")
+    tok.add_argument("--out", required=True, help="run folder")
+    tok.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    tok.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tok.add_argument("--init-from", metavar="PATH",
+                     help="start from the weights of another run, world or model folder")
+    _add_compute_args(tok)
+    tok.set_defaults(func=_train_tokenizer)
+
+
+def _add_eval(sub) -> None:
+    evaluate = sub.add_parser("eval", help="measure a trained model")
+    esub = evaluate.add_subparsers(dest="eval_command", metavar="WHAT", required=True,
+                                   parser_class=_Parser)
+    tok = esub.add_parser(
+        "tokenizer", help="reconstruction PSNR/SSIM and codebook use on held-out clips",
+        description="Encode and decode held-out clips: PSNR and SSIM per frame (definitions in "
+        "shared/DESIGN.md), codebook usage (codes covering at least 0.01%% of tokens) and "
+        "perplexity.",
+    )
+    tok.add_argument("--model", required=True, help="run folder, world folder or model folder")
+    tok.add_argument("--data", required=True, help="prepared dataset folder")
+    tok.add_argument("--split", default="val", help="dataset split (default: val)")
+    tok.add_argument("--seq-len", type=_positive_int, default=16, help="frames per clip")
+    tok.add_argument("--clips", type=_positive_int, help="at most this many clips (default: all)")
+    tok.add_argument("--json", help="also write the results to this JSON file")
+    _add_compute_args(tok)
+    tok.set_defaults(func=_eval_tokenizer)
+
+
 # ----------------------------------------------------------------------------------- main
 
 
@@ -154,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
     _add_data(sub)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Shared data fixtures: a few recorded CoinRun episodes and a maker of synthetic videos."""
+"""Data fixtures: a maker of synthetic videos in any codec."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from genie.data.prepare import PrepareSettings, prepare
-from genie.data.record import RecordSettings, record
 
 
 def moving_square(n: int, height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -44,24 +41,3 @@ def write_video(path: Path, frames: np.ndarray, codec: str = "libx264", pix_fmt:
 @pytest.fixture(scope="session")
 def video_maker():
     return write_video, moving_square
-
-
-@pytest.fixture(scope="session")
-def coinrun_settings() -> RecordSettings:
-    return RecordSettings(episodes=4, max_steps=48, seed=3, lossless=True)
-
-
-@pytest.fixture(scope="session")
-def coinrun_raw(tmp_path_factory, coinrun_settings) -> Path:
-    """Four short lossless CoinRun episodes, recorded once for the whole session."""
-    out = tmp_path_factory.mktemp("coinrun") / "raw"
-    record(out, coinrun_settings, workers=2, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def coinrun_dataset(tmp_path_factory, coinrun_raw) -> Path:
-    out = tmp_path_factory.mktemp("coinrun") / "dataset"
-    prepare(coinrun_raw, out, PrepareSettings(val_fraction=0.25), workers=1, progress=False,
-            log=lambda msg: None)
-    return out

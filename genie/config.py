@@ -1,0 +1,159 @@
+"""Run presets: one YAML file per preset in configs/, loaded into typed dataclasses.
+
+A preset has shared `data` and `run` sections and one section per model, each holding the
+model's architecture and its own `train` settings. Overrides are dotted `key=value` strings
+(`tokenizer.train.lr=3e-4`); an unknown key or a value of the wrong type is a GenieError that
+names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genie.errors import GenieError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """How one model is trained (the same engine trains all three)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    seq_len: int | None = None  # frames per training clip; None = data.seq_len
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # 0 turns EMA weights off
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    max_minutes: float = 0.0  # stop (and export) after this much training time; 0 = no limit
+
+
+@dataclass
+class DataConfig:
+    seq_len: int = 16
+    frame_skip: int = 1
+    num_workers: int = 2
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 where the hardware runs it fast), bf16, fp32
+    attention: str = "sdpa"  # sdpa or xformers
+    compile: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    """Architecture of the video tokenizer (its `__init__` arguments) plus its training."""
+
+    patch: int = 4
+    dim: int = 256
+    encoder_depth: int = 4
+    decoder_depth: int = 4
+    heads: int = 4
+    code_dim: int = 32
+    codebook_size: int = 1024
+    commitment: float = 0.25
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "train"}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a preset by name (`tiny`) or path (`configs/tiny.yaml`) and apply overrides."""
+    import yaml
+
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise GenieError(f"config {preset} not found: give a YAML file or a preset ({known})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GenieError(f"config {path} is not valid YAML: {e}") from e
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise GenieError(f"override {item!r} is not key=value (e.g. tokenizer.train.lr=3e-4)")
+        _set_dotted(raw, key.strip(), yaml.safe_load(text))
+    return from_dict(Config, raw)
+
+
+def _set_dotted(tree: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for name in parents:
+        child = tree.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise GenieError(f"override {key}: {name} is a value, not a section")
+        tree = child
+    tree[leaf] = value
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass `cls` from nested dicts, checking every key and type."""
+    if not isinstance(data, dict):
+        raise GenieError(f"config section {where or 'top level'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise GenieError(
+                f"unknown config key {name}: expected one of {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _coerce(hints[key], value, name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, name: str):
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, name)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(hint, value, name)
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise GenieError(f"config key {name} must be a list of {len(args)} values")
+        return tuple(_coerce(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value,
+                                                                                      strict=True)))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise GenieError(
+            f"config key {name} must be {hint.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def to_dict(config) -> dict:
+    """The plain nested dict of a config (what YAML and provenance records hold)."""
+    return dataclasses.asdict(config)

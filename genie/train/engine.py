@@ -1,0 +1,341 @@
+"""The one training engine for the tokenizer, the latent action model and the dynamics model.
+
+A model only has to provide `forward(batch) -> (loss, logs)` (logs: detached scalars) and,
+optionally, `sample_images(batch) -> (H, W, 3) uint8` for the pictures written to the run
+folder. Devices, mixed precision, gradient accumulation, multi-process training and checkpoint
+state are accelerate's; this file adds the loop around them: schedule, clipping, EMA, logging,
+rotation of checkpoints, clean stops and the final export.
+
+Run folder:
+    RUN/run.json                 what was trained on what (checked again on --resume)
+    RUN/checkpoints/step_0001000 accelerate state (model, optimizer, RNG, progress)
+    RUN/logs/                    TensorBoard
+    RUN/samples/step_0001000.png
+    RUN/model/                   the export: config.json + safetensors (EMA weights if on)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from genie.config import DataConfig, RunConfig, TrainConfig
+from genie.data.files import write_json_atomic
+from genie.errors import GenieError
+from genie.train.compute import pick_device, pick_precision
+
+
+class TrainingStopped(GenieError):
+    """Training ended early on request (Ctrl-C, SIGTERM); a checkpoint was saved."""
+
+
+class _Progress:
+    """Where the run is; saved in every checkpoint through accelerate."""
+
+    def __init__(self) -> None:
+        self.step = self.epoch = self.batch = 0
+        self.seconds = 0.0
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(state)
+
+
+def lr_lambda(train: TrainConfig):
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio at the last step."""
+
+    def factor(step: int) -> float:
+        if step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return train.min_lr_ratio + (1 - train.min_lr_ratio) * cosine
+
+    return factor
+
+
+class Trainer:
+    """Trains `model` on `dataset` into the run folder `out`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        dataset: torch.utils.data.Dataset,
+        *,
+        train: TrainConfig,
+        run: RunConfig,
+        data: DataConfig,
+        out: str | Path,
+        device: str = "auto",
+        resume: bool = False,
+        describe: dict | None = None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, set_seed
+
+        self.train_cfg, self.run_cfg = train, run
+        self.out = Path(out)
+        dev = pick_device(device)
+        precision = pick_precision(run.precision, dev)
+        self.accelerator = Accelerator(
+            cpu=dev.type == "cpu",
+            mixed_precision="bf16" if precision == "bf16" else "no",
+            gradient_accumulation_steps=train.grad_accum,
+            log_with="tensorboard",
+            project_dir=str(self.out / "logs"),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                      data_seed=run.seed),
+        )
+        self.precision = precision
+        set_seed(run.seed)
+        self._check_run_folder(model, resume, describe or {})
+        if run.compile:
+            model = torch.compile(model)
+        self.raw_model = model
+        decay = [p for p in model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": train.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=train.lr, betas=train.betas, fused=dev.type == "cuda" or None,
+        )
+        loader = DataLoader(
+            dataset, batch_size=train.batch_size, shuffle=True, drop_last=True,
+            num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
+            pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(run.seed),
+        )
+        if len(loader) == 0:
+            raise GenieError(
+                f"the dataset has {len(dataset)} windows, fewer than one batch of "
+                f"{train.batch_size}: lower batch_size or record more data"
+            )
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(train))
+        self.progress = _Progress()
+        self.accelerator.register_for_checkpointing(self.scheduler, self.progress)
+        self.ema = None
+        if train.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.accelerator.unwrap_model(self.model).parameters(),
+                                decay=train.ema_decay)
+            self.ema.to(self.accelerator.device)
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._load_latest()
+        self._stop: str | None = None
+
+    # ------------------------------------------------------------------------ run folder
+
+    def _check_run_folder(self, model, resume: bool, describe: dict) -> None:
+        run_json = self.out / "run.json"
+        model_config = dict(getattr(model, "config", {}))
+        if resume:
+            if not run_json.exists():
+                raise GenieError(f"nothing to resume in {self.out}: start it without --resume")
+            saved = json.loads(run_json.read_text()).get("model", {})
+            changed = sorted(k for k in set(saved) | set(model_config)
+                             if saved.get(k) != model_config.get(k) and not k.startswith("_"))
+            if changed:
+                diffs = ", ".join(f"{k} {saved.get(k)} -> {model_config.get(k)}" for k in changed)
+                raise GenieError(
+                    f"cannot resume {self.out}: the model changed ({diffs}); resume with the "
+                    "original config, or train into a new --out"
+                )
+            return
+        if (self.out / "checkpoints").exists() or (self.out / "model").exists():
+            raise GenieError(
+                f"{self.out} already holds a training run: add --resume to continue it, or "
+                "choose a new --out (nothing was overwritten)"
+            )
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            info = {"model": {k: v for k, v in model_config.items() if not k.startswith("_")},
+                    "train": asdict(self.train_cfg), "run": asdict(self.run_cfg),
+                    "precision": self.precision, "processes": self.accelerator.num_processes,
+                    "device": str(self.accelerator.device),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    **describe}
+            write_json_atomic(run_json, json.loads(json.dumps(info, default=str)))
+
+    def _checkpoints(self) -> list[Path]:
+        return sorted((self.out / "checkpoints").glob("step_[0-9]*[0-9]"))
+
+    def _load_latest(self) -> None:
+        found = self._checkpoints()
+        if not found:
+            raise GenieError(f"no checkpoint in {self.out / 'checkpoints'} to resume from")
+        try:
+            self.accelerator.load_state(str(found[-1]))
+        except Exception as e:  # torch/safetensors raise many types for a damaged file
+            raise GenieError(
+                f"checkpoint {found[-1]} could not be loaded ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}): delete it to resume from the one before"
+            ) from e
+        self.last_checkpoint = found[-1]
+
+    def save_checkpoint(self) -> Path:
+        """Save the full training state; written under a temporary name, then renamed."""
+        final = self.out / "checkpoints" / f"step_{self.progress.step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in self._checkpoints()[: -self.train_cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        self.accelerator.wait_for_everyone()
+        self.last_checkpoint = final
+        return final
+
+    def export(self) -> Path:
+        """save_pretrained into RUN/model (EMA weights when EMA is on)."""
+        model = self.accelerator.unwrap_model(self.model)
+        model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+        target = self.out / "model"
+        if self.accelerator.is_main_process:
+            tmp = target.with_name("model.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.ema is not None:
+                self.ema.store(model.parameters())
+                self.ema.copy_to(model.parameters())
+            model.save_pretrained(str(tmp))
+            if self.ema is not None:
+                self.ema.restore(model.parameters())
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        self.accelerator.wait_for_everyone()
+        return target
+
+    # ------------------------------------------------------------------------ the loop
+
+    def _batches(self):
+        """Endless batches; resumes mid-epoch exactly where the checkpoint was taken."""
+        while True:
+            self.loader.set_epoch(self.progress.epoch)
+            loader = self.loader
+            if self.progress.batch:
+                loader = self.accelerator.skip_first_batches(self.loader, self.progress.batch)
+            for batch in loader:
+                self.progress.batch += 1
+                yield batch
+            self.progress.epoch += 1
+            self.progress.batch = 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop = signal.Signals(signum).name
+
+    def _should_stop(self, started: float) -> str | None:
+        reason = self._stop
+        limit = self.train_cfg.max_minutes
+        if reason is None and limit and self.progress.seconds + time.perf_counter() - started \
+                >= limit * 60:
+            reason = "time budget"
+        if self.accelerator.num_processes > 1:  # every rank must stop at the same step
+            flag = torch.tensor(float(reason is not None), device=self.accelerator.device)
+            if self.accelerator.reduce(flag, "max").item() and reason is None:
+                reason = "another process stopped"
+        return reason
+
+    def fit(self) -> Path:
+        """Train to `train.steps` (or the time budget); returns the exported model folder."""
+        from tqdm import tqdm
+
+        acc, cfg = self.accelerator, self.train_cfg
+        acc.init_trackers("train")
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(total=cfg.steps, initial=self.progress.step, unit="step", dynamic_ncols=True,
+                   disable=not acc.is_main_process, desc=self.out.name)
+        started = window_start = time.perf_counter()
+        seconds_before = self.progress.seconds
+        frames = 0
+        batches = self._batches()
+        try:
+            while self.progress.step < cfg.steps:
+                for _ in range(cfg.grad_accum):
+                    batch = next(batches)
+                    frames += _frames_in(batch) * acc.num_processes
+                    with acc.accumulate(self.model):
+                        loss, logs = self.model(batch)
+                        acc.backward(loss)
+                        if acc.sync_gradients:
+                            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.step(acc.unwrap_model(self.model).parameters())
+                self.progress.step += 1
+                self.progress.seconds = seconds_before + time.perf_counter() - started
+                # A sync point on GPU, but a NaN caught at once saves a run of wasted steps.
+                if not math.isfinite(loss.item()):
+                    raise GenieError(
+                        f"loss became {loss.item()} at step {self.progress.step}: stopped. Last "
+                        f"good checkpoint: {self.last_checkpoint or 'none yet'}; resume from it "
+                        "with --resume, perhaps with a lower lr or grad_clip"
+                    )
+                step = self.progress.step
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    elapsed = time.perf_counter() - window_start
+                    scalars = {k: float(v) for k, v in logs.items()}
+                    scalars |= {"lr": self.scheduler.get_last_lr()[0],
+                                "grad_norm": float(grad_norm), "frames_per_s": frames / elapsed}
+                    acc.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}",
+                                    fps=f"{scalars['frames_per_s']:.0f}", refresh=False)
+                    frames, window_start = 0, time.perf_counter()
+                bar.update(1)
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    self._write_sample(batch, step)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                reason = self._should_stop(started)
+                if reason == "time budget":
+                    bar.write(f"time budget of {cfg.max_minutes} minutes reached at step {step}")
+                    break
+                if reason:
+                    path = self.save_checkpoint()
+                    raise TrainingStopped(
+                        f"stopped by {reason} at step {step}: checkpoint saved in {path}; "
+                        "continue with --resume"
+                    )
+            self.save_checkpoint()
+            return self.export()
+        finally:
+            bar.close()
+            acc.end_training()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _write_sample(self, batch, step: int) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        if not self.accelerator.is_main_process or not hasattr(model, "sample_images"):
+            return
+        from PIL import Image
+
+        model.eval()
+        with self.accelerator.autocast():
+            image = model.sample_images(batch).cpu().numpy()
+        model.train()
+        folder = self.out / "samples"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"step_{step:07d}.png")
+        tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
+        tracker.add_image("samples", image, step, dataformats="HWC")
+
+
+def _frames_in(batch) -> int:
+    frames = batch[0] if isinstance(batch, list | tuple) else batch
+    return frames.shape[0] * frames.shape[1]

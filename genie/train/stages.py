@@ -1,0 +1,74 @@
+"""Building each stage's model and data from a preset, and running it on the shared engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genie.config import Config, to_dict
+from genie.errors import GenieError
+
+
+def resolve_model_dir(path: str | Path, part: str) -> Path:
+    """A model folder from a run folder (RUN/model), a world folder (W/<part>) or itself."""
+    path = Path(path).expanduser()
+    for candidate in (path / "model", path / part, path):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise GenieError(
+        f"no {part} model in {path} (looked for config.json in {path}/model, {path}/{part} and "
+        f"{path}): give a finished run, a world folder or a model folder"
+    )
+
+
+def load_model(cls, path: str | Path, part: str):
+    """`cls.from_pretrained` with one clear error for a missing, damaged or foreign folder."""
+    folder = resolve_model_dir(path, part)
+    try:
+        return cls.from_pretrained(str(folder))
+    except Exception as e:  # diffusers/safetensors raise many types for a damaged folder
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise GenieError(
+            f"{part} model in {folder} could not be loaded ({first}): it is damaged or not a "
+            f"{part}; train it again or point to another run"
+        ) from e
+
+
+def init_from(model, path: str | Path, part: str) -> None:
+    """Start `model` from the weights of another run or world (fine-tuning)."""
+    source = load_model(type(model), path, part)
+    mine = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    theirs = {k: v for k, v in source.config.items() if not k.startswith("_")}
+    if mine != theirs:
+        diffs = ", ".join(f"{k} {theirs.get(k)} vs {mine.get(k)}" for k in sorted(mine)
+                          if mine.get(k) != theirs.get(k))
+        raise GenieError(f"--init-from {path}: its {part} differs from this config ({diffs})")
+    model.load_state_dict(source.state_dict())
+
+
+def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
+                    init: str | Path | None = None, device: str = "auto") -> Path:
+    from genie.data.dataset import VideoDataset
+    from genie.tokenizer.model import VideoTokenizer
+    from genie.train.engine import Trainer
+
+    cfg = config.tokenizer
+    seq_len = cfg.train.seq_len or config.data.seq_len
+    dataset = VideoDataset(data, seq_len, frame_skip=config.data.frame_skip)
+    height, width = dataset.info.size
+    if height % cfg.patch or width % cfg.patch:
+        raise GenieError(
+            f"dataset {data} is {height}x{width}, which does not split into {cfg.patch}px "
+            f"patches: prepare it at a multiple of {cfg.patch} or set tokenizer.patch"
+        )
+    model = VideoTokenizer(height=height, width=width, **cfg.model_kwargs())
+    if init and not resume:
+        init_from(model, init, "tokenizer")
+    describe = {
+        "stage": "tokenizer", "config": to_dict(config),
+        "dataset": {"path": str(Path(data).resolve()), "frames": dataset.info.meta["frames"],
+                    "windows": len(dataset)},
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
+                      device=device, resume=resume, describe=describe)
+    return trainer.fit()
