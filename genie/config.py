@@ -147,6 +147,11 @@ def _coerce(hint, value, name: str):
                                                                                       strict=True)))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML reads 3e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise GenieError(
             f"config key {name} must be {hint.__name__}, got {value!r} ({type(value).__name__})"

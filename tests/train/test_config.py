@@ -1,0 +1,52 @@
+"""Presets and overrides: typed, and every mistake named."""
+
+from __future__ import annotations
+
+import pytest
+
+from genie.config import PRESETS_DIR, load_config
+from genie.errors import GenieError
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    config = load_config(preset)
+    assert config.tokenizer.train.steps > 0
+
+
+def test_overrides_are_typed():
+    config = load_config("test", ["tokenizer.train.lr=3e-4", "tokenizer.dim=48",
+                                  "tokenizer.train.betas=[0.8, 0.9]", "run.compile=true"])
+    assert config.tokenizer.train.lr == 3e-4 and config.tokenizer.dim == 48
+    assert config.tokenizer.train.betas == (0.8, 0.9) and config.run.compile is True
+    assert load_config("test", ["tokenizer.train.lr=1"]).tokenizer.train.lr == 1.0  # int -> float
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("tokenizer.dimm=3", "unknown config key tokenizer.dimm"),
+        ("tokenizer.dim=wide", "tokenizer.dim must be int, got 'wide'"),
+        ("tokenizer.train.steps=1.5", "tokenizer.train.steps must be int"),
+        ("run.compile=3", "run.compile must be bool"),
+        ("tokenizer.train.betas=[1]", "list of 2 values"),
+        ("nonsense", "is not key=value"),
+        ("tokenizer.dim.x=1", "dim is a value, not a section"),
+    ],
+)
+def test_mistakes_are_named(override, message):
+    with pytest.raises(GenieError, match=message.replace("[", r"\[")):
+        load_config("test", [override])
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(GenieError, match="config nope not found.*tiny"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tokenizer: [unclosed\n")
+    with pytest.raises(GenieError, match="not valid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("tokenizer:\n  trian:\n    steps: 3\n")
+    with pytest.raises(GenieError, match="unknown config key tokenizer.trian"):
+        load_config(typo)

@@ -1,0 +1,203 @@
+"""The training engine through `genie train tokenizer`: outputs, resume, stops, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genie.cli import main
+from genie.config import load_config
+from genie.data.prepare import PrepareSettings, prepare
+from genie.errors import GenieError
+from genie.train.engine import Trainer
+
+SHORT = ["tokenizer.train.steps=10", "tokenizer.train.checkpoint_every=5",
+         "tokenizer.train.sample_every=5"]
+
+
+def train(data, out, *extra, check=True) -> int:
+    code = main(["train", "tokenizer", "--config", "test", "--data", str(data), "--out", str(out),
+                 "--device", "cpu", *extra])
+    assert code == 0 or not check
+    return code
+
+
+@pytest.fixture(scope="module")
+def finished_run(coinrun_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tok"
+    train(coinrun_dataset, out)
+    return out
+
+
+def test_a_run_leaves_everything_a_user_needs(finished_run):
+    run = json.loads((finished_run / "run.json").read_text())
+    assert run["stage"] == "tokenizer" and run["precision"] == "fp32" and run["processes"] == 1
+    assert run["model"]["dim"] == 32 and run["dataset"]["frames"] > 0
+    assert [p.name for p in sorted((finished_run / "checkpoints").iterdir())] == [
+        "step_0000010", "step_0000020"]  # rotated: keep_checkpoints = 2
+    assert (finished_run / "samples" / "step_0000020.png").exists()
+    assert any((finished_run / "logs").rglob("events.out.tfevents*"))
+    assert (finished_run / "model" / "config.json").exists()
+
+
+def test_loss_falls_in_the_logs(finished_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = EventAccumulator(str(next((finished_run / "logs").rglob("events.out.tfevents*"))))
+    losses = [e.value for e in logs.Reload().Scalars("train/loss")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    lrs = [e.value for e in logs.Scalars("train/lr")]
+    assert lrs[-1] < max(lrs)  # cosine decay
+
+
+def test_resume_continues_exactly(coinrun_dataset, tmp_path):
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    train(coinrun_dataset, straight, "tokenizer.train.steps=10", "tokenizer.train.log_every=1")
+    train(coinrun_dataset, halves, "tokenizer.train.steps=10", "tokenizer.train.max_minutes=1e-9")
+    assert [p.name for p in (halves / "checkpoints").iterdir()] == ["step_0000001"]
+    config = load_config("test", ["tokenizer.train.steps=10"])
+    from genie.data.dataset import VideoDataset
+    from genie.tokenizer.model import VideoTokenizer
+
+    model = VideoTokenizer(height=64, width=64, **config.tokenizer.model_kwargs())
+    trainer = Trainer(model, VideoDataset(coinrun_dataset, 4), train=config.tokenizer.train,
+                      run=config.run, data=config.data, out=halves, device="cpu", resume=True)
+    assert trainer.progress.step == 1
+    saved = torch.load(halves / "checkpoints" / "step_0000001" / "optimizer.bin",
+                       weights_only=True)
+    now = trainer.optimizer.state_dict()
+    assert now["state"][0]["step"] == saved["state"][0]["step"] == 1
+    assert torch.equal(now["state"][0]["exp_avg"], saved["state"][0]["exp_avg"])
+    trainer.fit()
+    a = load_file(straight / "model" / "diffusion_pytorch_model.safetensors")
+    b = load_file(halves / "model" / "diffusion_pytorch_model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], msg=name)
+
+
+def test_refusals_lose_nothing(coinrun_dataset, finished_run, tmp_path, capsys):
+    before = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
+    assert train(coinrun_dataset, finished_run, check=False) == 2
+    assert "already holds a training run: add --resume" in capsys.readouterr().err
+    assert train(coinrun_dataset, finished_run, "--resume", "tokenizer.dim=48", check=False) == 2
+    assert "the model changed (dim 32 -> 48)" in capsys.readouterr().err
+    assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == before
+    assert train(coinrun_dataset, tmp_path / "fresh", "--resume", check=False) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_damaged_checkpoint_is_named(coinrun_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(coinrun_dataset, out, *SHORT)
+    latest = out / "checkpoints" / "step_0000010" / "model.safetensors"
+    latest.write_bytes(latest.read_bytes()[:100])
+    assert train(coinrun_dataset, out, "--resume", *SHORT, check=False) == 2
+    err = capsys.readouterr().err
+    assert "step_0000010 could not be loaded" in err and "delete it" in err
+
+
+def test_init_from_checks_the_shape(coinrun_dataset, finished_run, tmp_path, capsys):
+    train(coinrun_dataset, tmp_path / "tuned", "--init-from", str(finished_run), *SHORT)
+    code = train(coinrun_dataset, tmp_path / "other", "--init-from", str(finished_run),
+                 "tokenizer.codebook_size=32", check=False)
+    assert code == 2 and "codebook_size 64 vs 32" in capsys.readouterr().err
+    assert train(coinrun_dataset, tmp_path / "x", "--init-from", str(tmp_path), check=False) == 2
+    assert "no tokenizer model in" in capsys.readouterr().err
+
+
+def test_resolution_must_fit_the_patch(small_dataset, tmp_path, capsys):
+    data = small_dataset(tmp_path, 30, 30)
+    assert train(data, tmp_path / "run", check=False) == 2
+    assert "30x30, which does not split into 4px patches" in capsys.readouterr().err
+
+
+class _Exploding(torch.nn.Module):
+    """Loss turns to NaN from the fourth step on."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        loss = self.w.sum() * batch.float().mean() * (float("nan") if self.calls > 3 else 1.0)
+        return loss, {"loss": loss.detach()}
+
+
+def test_nan_stops_and_names_the_last_good_checkpoint(coinrun_dataset, tmp_path):
+    from genie.data.dataset import VideoDataset
+
+    config = load_config("test", ["tokenizer.train.checkpoint_every=2"])
+    trainer = Trainer(_Exploding(), VideoDataset(coinrun_dataset, 2),
+                      train=config.tokenizer.train, run=config.run, data=config.data,
+                      out=tmp_path / "run", device="cpu")
+    with pytest.raises(GenieError, match="loss became nan at step 4.*step_0000002"):
+        trainer.fit()
+
+
+def test_sigterm_saves_and_exits_cleanly(coinrun_dataset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "genie", "train", "tokenizer", "--config", "test", "--data",
+           str(coinrun_dataset), "--out", str(out), "--device", "cpu",
+           "tokenizer.train.steps=100000", "tokenizer.train.checkpoint_every=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "run.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(3.0)  # into the loop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert "stopped by SIGTERM at step" in err and "continue with --resume" in err
+    assert "Traceback" not in err
+    assert len(list((out / "checkpoints").iterdir())) == 1
+
+
+def test_two_processes_with_accelerate_launch(coinrun_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        # --multi_gpu picks accelerate's torchrun launcher; --device cpu makes it gloo on CPU.
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "genie", "train", "tokenizer", "--config", "test", "--data", str(coinrun_dataset),
+         "--out", str(out), "--device", "cpu", "tokenizer.train.steps=6"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    assert done.stdout.count("tokenizer trained") == 1
+    json_out = tmp_path / "eval.json"
+    assert main(["eval", "tokenizer", "--model", str(out), "--data", str(coinrun_dataset),
+                 "--seq-len", "4", "--json", str(json_out), "--device", "cpu"]) == 0
+    assert json.loads(json_out.read_text())["psnr"] > 5
+
+
+@pytest.fixture
+def small_dataset():
+    """Make a small prepared dataset of a given size from synthetic videos."""
+    from genie.data.video import VideoWriter
+
+    def make(root: Path, height: int, width: int) -> Path:
+        src = root / "src"
+        src.mkdir()
+        for v in range(2):
+            with VideoWriter(src / f"{v}.mp4") as w:
+                for t in range(8):
+                    w.write(torch.full((height, width, 3), 20 * t + v, dtype=torch.uint8).numpy())
+        prepare(src, root / "ds", PrepareSettings(size=(height, width)), progress=False,
+                log=lambda m: None)
+        return root / "ds"
+
+    return make
