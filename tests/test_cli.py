@@ -9,7 +9,8 @@ import pytest
 
 from genie.cli import main
 
-COMMANDS = [[], ["data"], ["data", "record"], ["data", "prepare"], ["data", "info"]]
+COMMANDS = [[], ["data"], ["data", "record"], ["data", "prepare"], ["data", "info"],
+            ["train"], ["train", "tokenizer"], ["eval"], ["eval", "tokenizer"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "genie")
@@ -39,7 +40,12 @@ def test_help_imports_nothing_heavy():
         (["data", "record", "coinrun", "--out", "x", "--episodes", "0"], "at least 1"),
         (["data", "record", "pong", "--out", "x"], "invalid choice"),
         (["data", "info", "/no/such/dataset"], "does not exist"),
-        (["train"], "invalid choice"),
+        (["fly"], "invalid choice"),
+        (["train"], "required: STAGE"),
+        (["train", "tokenizer", "--data", "d", "--out", "o", "--device", "tpu"], "invalid choice"),
+        (["train", "tokenizer", "--data", "/no/data", "--out", "o", "--device", "cpu"],
+         "does not exist"),
+        (["eval", "tokenizer", "--model", "/no/run", "--data", "d"], "no tokenizer model"),
     ],
 )
 def test_mistakes_are_one_line(argv, message, capsys):
