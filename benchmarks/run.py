@@ -4,7 +4,9 @@
     python benchmarks/run.py data --episodes 200 --json benchmarks/results/data.json
 
 Each figure is measured end to end from the command line, start-up included, the way a user
-runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources).
+runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
+the real training step in fp32 and bf16, its FLOPs counted with torch's FlopCounterMode, as a
+fraction of this machine's measured matrix-product rates).
 """
 
 from __future__ import annotations
@@ -67,7 +69,78 @@ def bench_data(args, work: Path) -> list[dict]:
     return rows
 
 
-SUITES = {"data": bench_data}
+def matmul_rate(dtype, sizes=(2048, 4096), budget_s: float = 20.0) -> float:
+    """Best FLOP/s of square matrix products; larger sizes only while they fit the budget."""
+    import torch
+
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        start = time.perf_counter()
+        a @ b  # warm-up, and a measure of whether the next size is affordable
+        first = time.perf_counter() - start
+        reps = max(1, min(5, int(budget_s / 4 / max(first, 1e-6))))
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+        if first * 8 > budget_s:  # the next size costs 8x: skip it
+            break
+    return best
+
+
+def training_step_rate(stage: str, precision: str, steps: int = 6) -> dict:
+    """Frames/s and achieved FLOP/s of the real training step of a `tiny` model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from genie.config import load_config
+    from genie.tokenizer.model import VideoTokenizer
+
+    config = load_config("tiny")
+    cfg = getattr(config, stage)
+    model = VideoTokenizer(**cfg.model_kwargs())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    t = cfg.train.seq_len or config.data.seq_len
+    batch = torch.randint(0, 256, (cfg.train.batch_size, t, 64, 64, 3), dtype=torch.uint8)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step() -> None:
+        with autocast:
+            loss, _ = model(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    return {"frames_per_s": batch.shape[0] * t / seconds, "flops_per_step": flops,
+            "flop_rate": flops / seconds}
+
+
+def bench_train(args, work: Path) -> list[dict]:
+    import torch
+
+    peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    rows = [{"what": f"matmul {p} (best of 2048^3, 4096^3)", "frames_per_s": 0.0,
+             "gflop_per_s": rate / 1e9, "of_fp32_peak": rate / peaks["fp32"],
+             "of_bf16_peak": rate / peaks["bf16"]} for p, rate in peaks.items()]
+    for precision in ("fp32", "bf16"):
+        r = training_step_rate("tokenizer", precision)
+        rows.append({"what": f"train tokenizer tiny {precision}",
+                     "frames_per_s": r["frames_per_s"], "gflop_per_s": r["flop_rate"] / 1e9,
+                     "of_fp32_peak": r["flop_rate"] / peaks["fp32"],
+                     "of_bf16_peak": r["flop_rate"] / peaks["bf16"]})
+    return rows
+
+
+SUITES = {"data": bench_data, "train": bench_train}
 
 
 def main() -> None:
