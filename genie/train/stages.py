@@ -47,6 +47,8 @@ def init_from(model, path: str | Path, part: str) -> None:
 
 def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
                     init: str | Path | None = None, device: str = "auto") -> Path:
+    import torch
+
     from genie.data.dataset import VideoDataset
     from genie.tokenizer.model import VideoTokenizer
     from genie.train.engine import Trainer
@@ -60,6 +62,7 @@ def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume
             f"dataset {data} is {height}x{width}, which does not split into {cfg.patch}px "
             f"patches: prepare it at a multiple of {cfg.patch} or set tokenizer.patch"
         )
+    torch.manual_seed(config.run.seed)  # the initial weights are part of a seeded run
     model = VideoTokenizer(height=height, width=width, **cfg.model_kwargs())
     if init and not resume:
         init_from(model, init, "tokenizer")
