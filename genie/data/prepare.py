@@ -387,7 +387,7 @@ def _decode_source(job) -> dict:
             prev = frame.rgb.astype(np.int16)
     except (av.error.FFmpegError, OSError) as e:
         writer.abort()
-        reason = str(e).split(": '")[0].removeprefix("[Errno 1094995529] ")
+        reason = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without the path
         result["problem"] = f"not a readable video ({reason})"
         return result
     writer.close()

@@ -9,7 +9,7 @@ episode is never stitched across it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -51,7 +51,6 @@ class DecodeReport:
     dropped: int = 0
     truncated: bool = False
     source_frames: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
