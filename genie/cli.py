@@ -21,6 +21,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _group(sub, name: str, help: str, metavar: str):
+    """A command that only holds subcommands (`genie data ...`); returns their adder."""
+    parser = sub.add_parser(name, help=help)
+    return parser.add_subparsers(dest=f"{name}_command", metavar=metavar, required=True,
+                                 parser_class=_Parser)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -81,9 +88,7 @@ def _data_info(args: argparse.Namespace) -> None:
 
 
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="record gameplay, prepare videos, inspect datasets")
-    dsub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True,
-                               parser_class=_Parser)
+    dsub = _group(sub, "data", "record gameplay, prepare videos, inspect datasets", "COMMAND")
 
     rec = dsub.add_parser(
         "record", help="record gameplay videos with a random agent",
@@ -186,9 +191,7 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
 
 
 def _add_train(sub) -> None:
-    train = sub.add_parser("train", help="train the tokenizer (more stages to come)")
-    tsub = train.add_subparsers(dest="train_command", metavar="STAGE", required=True,
-                                parser_class=_Parser)
+    tsub = _group(sub, "train", "train the tokenizer (more stages to come)", "STAGE")
     tok = tsub.add_parser(
         "tokenizer", help="train the VQ video tokenizer",
         description="Train the ST-transformer VQ-VAE video tokenizer. Settings come from a "
@@ -208,9 +211,7 @@ def _add_train(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    evaluate = sub.add_parser("eval", help="measure a trained model")
-    esub = evaluate.add_subparsers(dest="eval_command", metavar="WHAT", required=True,
-                                   parser_class=_Parser)
+    esub = _group(sub, "eval", "measure a trained model", "WHAT")
     tok = esub.add_parser(
         "tokenizer", help="reconstruction PSNR/SSIM and codebook use on held-out clips",
         description="Encode and decode held-out clips: PSNR and SSIM per frame (definitions in "

@@ -311,7 +311,9 @@ class Trainer:
                         f"stopped by {reason} at step {step}: checkpoint saved in {path}; "
                         "continue with --resume"
                     )
-            self.save_checkpoint()
+            if self.last_checkpoint is None or \
+                    self.last_checkpoint.name != f"step_{self.progress.step:07d}":
+                self.save_checkpoint()  # unless the last step was just checkpointed
             return self.export()
         finally:
             bar.close()
