@@ -215,7 +215,7 @@ def _add_eval(sub) -> None:
     tok = esub.add_parser(
         "tokenizer", help="reconstruction PSNR/SSIM and codebook use on held-out clips",
         description="Encode and decode held-out clips: PSNR and SSIM per frame (definitions in "
-        "shared/DESIGN.md), codebook usage (codes covering at least 0.01%% of tokens) and "
+        "shared/DESIGN.md), codebook usage (codes covering at least 0.01% of tokens) and "
         "perplexity.",
     )
     tok.add_argument("--model", required=True, help="run folder, world folder or model folder")

@@ -71,8 +71,48 @@ class TokenizerConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def model_kwargs(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "train"}
+        return _model_kwargs(self)
+
+
+@dataclass
+class LamConfig:
+    """Architecture of the latent action model (its `__init__` arguments) plus its training."""
+
+    patch: int = 8
+    dim: int = 128
+    encoder_depth: int = 2
+    decoder_depth: int = 2
+    heads: int = 4
+    num_actions: int = 8
+    code_dim: int = 32
+    commitment: float = 0.25
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_kwargs(self) -> dict:
+        return _model_kwargs(self)
+
+
+@dataclass
+class DynamicsConfig:
+    """Architecture of the dynamics model, its backend, default sampling, plus its training."""
+
+    backend: str = "maskgit"  # maskgit or dit
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    context: int = 16  # frames the model attends to (the sliding window at play time)
+    context_noise: float = 0.0  # chance that a visible training token is swapped for a random code
+    sample_steps: int = 8  # MaskGIT iterations per generated frame
+    temperature: float = 1.0  # sampling temperature (0 = greedy)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def model_kwargs(self) -> dict:
+        return _model_kwargs(self, exclude=("train", "backend", "sample_steps", "temperature"))
+
+
+def _model_kwargs(section, exclude=("train",)) -> dict:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if f.name not in exclude}
 
 
 @dataclass
@@ -80,6 +120,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LamConfig = field(default_factory=LamConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
 
 def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -45,6 +45,9 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
     Encoder and decoder are ST transformers, causal in time, so a frame's codes depend only on
     it and the frames before it (what lets play tokenize one new frame at a time). Codes are
     small (C=32) and l2-normalized, looked up by cosine similarity in a K-entry codebook.
+    `window` bands temporal attention to the W most recent frames: set to the training clip
+    length, a video of any length is coded as well as the clips it was trained on (positions
+    are relative, so frame 100 sees the same kind of context as frame 3 did in training).
 
     `forward(batch)` returns `(loss, logs)` for the training engine.
     """
@@ -62,6 +65,7 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
         code_dim: int = 32,
         codebook_size: int = 1024,
         commitment: float = 0.25,
+        window: int | None = None,
     ):
         super().__init__()
         if height % patch or width % patch:
@@ -79,12 +83,13 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
     def quantize(self, frames_u8: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Frames -> (quantized embeddings (B, T, N, D), codes (B, T, N), quantizer stats)."""
         x = self.patch_in(patchify(to_unit(frames_u8), self.config.patch))  # (B, T, N, D)
-        x = self.encoder(self.enc_pos(x))
+        x = self.encoder(self.enc_pos(x), window=self.config.window)
         return self.quantizer(x)
 
     def decode_embeddings(self, z: Tensor) -> Tensor:
         """Quantized embeddings (B, T, N, D) -> frames in [-1, 1] (B, T, H, W, 3)."""
-        x = self.patch_out(self.decoder(self.dec_pos(z)))  # (B, T, N, p*p*3)
+        x = self.decoder(self.dec_pos(z), window=self.config.window)
+        x = self.patch_out(x)  # (B, T, N, p*p*3)
         return unpatchify(x, self.config.patch, *self.grid)
 
     @torch.no_grad()

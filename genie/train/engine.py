@@ -113,6 +113,7 @@ class Trainer:
             dataset, batch_size=train.batch_size, shuffle=True, drop_last=True,
             num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
             pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(run.seed),
+            worker_init_fn=_ignore_stop_signals,
         )
         if len(loader) == 0:
             raise GenieError(
@@ -336,6 +337,14 @@ class Trainer:
         Image.fromarray(image).save(folder / f"step_{step:07d}.png")
         tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)
         tracker.add_image("samples", image, step, dataformats="HWC")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C and `kill` of a process group (also schedulers like Slurm) signal the loader
+    # workers too; a worker that dies first turns the clean checkpoint-and-exit into a crash.
+    # The main process stops them itself once the checkpoint is saved.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _frames_in(batch) -> int:

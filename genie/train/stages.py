@@ -21,16 +21,43 @@ def resolve_model_dir(path: str | Path, part: str) -> Path:
 
 
 def load_model(cls, path: str | Path, part: str):
-    """`cls.from_pretrained` with one clear error for a missing, damaged or foreign folder."""
-    folder = resolve_model_dir(path, part)
+    """`cls.from_pretrained` with one clear error for a missing, damaged or foreign folder.
+
+    A run still training (or stopped before its export) has no model folder yet: its latest
+    checkpoint is loaded instead, so a run can be evaluated while it trains.
+    """
+    unfinished = _latest_checkpoint(Path(path).expanduser())
+    folder = None if unfinished else resolve_model_dir(path, part)
     try:
+        if unfinished:
+            return _from_checkpoint(cls, *unfinished)
         return cls.from_pretrained(str(folder))
     except Exception as e:  # diffusers/safetensors raise many types for a damaged folder
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        where = unfinished[1] if unfinished else folder
         raise GenieError(
-            f"{part} model in {folder} could not be loaded ({first}): it is damaged or not a "
+            f"{part} model in {where} could not be loaded ({first}): it is damaged or not a "
             f"{part}; train it again or point to another run"
         ) from e
+
+
+def _latest_checkpoint(run: Path) -> tuple[Path, Path] | None:
+    """(run.json, newest checkpoint) of a run folder without an exported model, else None."""
+    if (run / "model" / "config.json").exists() or not (run / "run.json").exists():
+        return None
+    found = sorted((run / "checkpoints").glob("step_[0-9]*[0-9]"))
+    return (run / "run.json", found[-1]) if found else None
+
+
+def _from_checkpoint(cls, run_json: Path, checkpoint: Path):
+    import json
+
+    from safetensors.torch import load_file
+
+    model = cls(**json.loads(run_json.read_text())["model"])
+    model.load_state_dict(load_file(checkpoint / "model.safetensors"))
+    print(f"{run_json.parent} has no exported model yet: using {checkpoint.name}")
+    return model
 
 
 def init_from(model, path: str | Path, part: str) -> None:
@@ -63,7 +90,8 @@ def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume
             f"patches: prepare it at a multiple of {cfg.patch} or set tokenizer.patch"
         )
     torch.manual_seed(config.run.seed)  # the initial weights are part of a seeded run
-    model = VideoTokenizer(height=height, width=width, **cfg.model_kwargs())
+    # Temporal attention never sees more frames than a training clip holds, at any length.
+    model = VideoTokenizer(height=height, width=width, window=seq_len, **cfg.model_kwargs())
     if init and not resume:
         init_from(model, init, "tokenizer")
     describe = {

@@ -47,6 +47,20 @@ def test_encoding_is_causal_in_time():
     assert torch.equal(model.encode(a)[:, :-1], model.encode(b)[:, :-1])
 
 
+def test_window_bounds_the_temporal_context():
+    # One layer each way and a 2-frame window: the last frame depends on itself and the frame
+    # before only, so a long video codes its late frames as a short clip would.
+    torch.manual_seed(0)
+    model = VideoTokenizer(**TINY, window=2).eval()
+    video = clip(t=6)
+    assert torch.equal(model.encode(video)[:, -1], model.encode(video[:, 3:])[:, -1])
+    codes = model.encode(video)
+    assert torch.equal(model.decode(codes)[:, -1], model.decode(codes[:, 3:])[:, -1])
+    unbounded = VideoTokenizer(**TINY).eval()
+    unbounded.load_state_dict(model.state_dict())
+    assert not torch.equal(unbounded.decode(codes)[:, -1], unbounded.decode(codes[:, 3:])[:, -1])
+
+
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = VideoTokenizer(**TINY).eval()
