@@ -81,6 +81,14 @@ class KVCache:
         return new
 
 
+    def repeat(self, times: int) -> KVCache:
+        """A cache for `times` copies of each batch row, b-major as the (B*N) fold is."""
+        new = self.clone()
+        new.keys = [None if k is None else k.repeat(times, 1, 1, 1) for k in self.keys]
+        new.values = [None if v is None else v.repeat(times, 1, 1, 1) for v in self.values]
+        return new
+
+
 def _last_frames(x: Tensor, frames: int) -> Tensor:
     # Slicing with -0 would keep everything, hence the explicit start.
     return x[..., max(0, x.shape[-2] - frames) :, :]

@@ -12,7 +12,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
-from genie.nn import SpatialPosEmb, STTransformer, VectorQuantizer
+from genie.nn import KVCache, SpatialPosEmb, STTransformer, VectorQuantizer
 
 
 def to_unit(frames_u8: Tensor) -> Tensor:
@@ -103,6 +103,21 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
         """Codes (B, T, h, w) -> frames (B, T, H, W, 3) uint8."""
         z = self.quantizer.lookup(codes.flatten(2)).to(self.patch_out.weight.dtype)
         return to_uint8(self.decode_embeddings(z))
+
+    def new_decoder_cache(self) -> KVCache:
+        """A cache for `decode_next`: the decoder's keys/values of the frames decoded so far."""
+        return self.decoder.new_cache(self.config.window)
+
+    @torch.no_grad()
+    def decode_next(self, codes: Tensor, cache: KVCache) -> Tensor:
+        """Codes of the next frame (B, h, w) -> its pixels (B, H, W, 3) uint8.
+
+        The same as the last frame of `decode` over the whole history, at the cost of one frame:
+        the decoder is causal, so the past frames' keys and values come from `cache`.
+        """
+        z = self.quantizer.lookup(codes.flatten(1)[:, None]).to(self.patch_out.weight.dtype)
+        x = self.patch_out(self.decoder(self.dec_pos(z), cache=cache))  # (B, 1, N, p*p*3)
+        return to_uint8(unpatchify(x, self.config.patch, *self.grid))[:, 0]
 
     def forward(self, frames_u8: Tensor) -> tuple[Tensor, dict]:
         """One training step's loss on a batch of clips (B, T, H, W, 3) uint8."""

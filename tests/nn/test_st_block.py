@@ -168,6 +168,21 @@ def test_cache_clone_restores_an_independent_snapshot():
 
 
 @torch.no_grad()
+def test_repeated_cache_serves_a_batch_of_branches():
+    # Previews step several actions from one state: a (1-row) cache repeated to 3 rows must
+    # give each row what the single row would.
+    m = model(depth=2)
+    x = frames(3, b=1)
+    cache = m.new_cache(window=3)
+    m(x[:, :2], cache=cache)
+    branches = frames(1, seed=5, b=3)
+    wide = m(branches, cache=cache.repeat(3))
+    for i in range(3):
+        one = m(branches[i : i + 1], cache=cache.clone())
+        torch.testing.assert_close(wide[i : i + 1], one, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
 def test_crop_slides_the_window():
     m = model(depth=1)
     x = frames(6)

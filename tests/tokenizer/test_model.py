@@ -61,6 +61,17 @@ def test_window_bounds_the_temporal_context():
     assert not torch.equal(unbounded.decode(codes)[:, -1], unbounded.decode(codes[:, 3:])[:, -1])
 
 
+@pytest.mark.parametrize("window", [None, 2])
+def test_decoding_frame_by_frame_matches_the_whole_clip(window):
+    torch.manual_seed(0)
+    model = VideoTokenizer(**TINY, window=window).eval()
+    codes = model.encode(clip(t=5))
+    cache = model.new_decoder_cache()
+    frames = torch.stack([model.decode_next(codes[:, t], cache) for t in range(5)], dim=1)
+    whole = model.decode(codes)
+    assert (frames.int() - whole.int()).abs().max() <= 1  # float reorderings may round apart
+
+
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = VideoTokenizer(**TINY).eval()
