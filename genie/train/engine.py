@@ -238,11 +238,11 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self._stop = signal.Signals(signum).name
 
-    def _should_stop(self, started: float) -> str | None:
+    def _should_stop(self) -> str | None:
         reason = self._stop
         limit = self.train_cfg.max_minutes
-        if reason is None and limit and self.progress.seconds + time.perf_counter() - started \
-                >= limit * 60:
+        # progress.seconds already counts the earlier sessions of a resumed run.
+        if reason is None and limit and self.progress.seconds >= limit * 60:
             reason = "time budget"
         if self.accelerator.num_processes > 1:  # every rank must stop at the same step
             flag = torch.tensor(float(reason is not None), device=self.accelerator.device)
@@ -302,7 +302,7 @@ class Trainer:
                     self._write_sample(batch, step)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
-                reason = self._should_stop(started)
+                reason = self._should_stop()
                 if reason == "time budget":
                     bar.write(f"time budget of {cfg.max_minutes} minutes reached at step {step}")
                     break

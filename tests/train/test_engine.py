@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,44 @@ class _Exploding(torch.nn.Module):
         self.calls += 1
         loss = self.w.sum() * batch.float().mean() * (float("nan") if self.calls > 3 else 1.0)
         return loss, {"loss": loss.detach()}
+
+
+class _TenSecondSteps(torch.nn.Module):
+    """Each step takes ten seconds on a fake clock."""
+
+    clock = 0.0
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, batch):
+        _TenSecondSteps.clock += 10.0
+        loss = self.w.sum() * batch.float().mean()
+        return loss, {"loss": loss.detach()}
+
+    def save_pretrained(self, folder: str) -> None:
+        Path(folder).mkdir(parents=True)
+
+
+def test_time_budget_counts_every_session_once(coinrun_dataset, tmp_path, monkeypatch):
+    from genie.data.dataset import VideoDataset
+
+    monkeypatch.setattr("genie.train.engine.time.perf_counter", lambda: _TenSecondSteps.clock)
+    config = load_config("test", ["tokenizer.train.steps=100", "tokenizer.train.max_minutes=1",
+                                  "tokenizer.train.checkpoint_every=4"])
+
+    def session(resume: bool) -> Trainer:
+        trainer = Trainer(_TenSecondSteps(), VideoDataset(coinrun_dataset, 2),
+                          train=config.tokenizer.train, run=config.run, data=config.data,
+                          out=tmp_path / "run", device="cpu", resume=resume)
+        trainer.fit()
+        return trainer
+
+    assert session(False).progress.step == 6  # 60 s of 10 s steps
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000006")
+    shutil.rmtree(tmp_path / "run" / "model")
+    assert session(True).progress.step == 6  # resumed at step 4 with 40 s spent: 2 more
 
 
 def test_nan_stops_and_names_the_last_good_checkpoint(coinrun_dataset, tmp_path):
