@@ -6,7 +6,8 @@
 Each figure is measured end to end from the command line, start-up included, the way a user
 runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
 the real training step in fp32 and bf16, its FLOPs counted with torch's FlopCounterMode, as a
-fraction of this machine's measured matrix-product rates).
+fraction of this machine's measured matrix-product rates); world (ms per generated frame at a
+full context with the KV caches on and off, FLOPs per frame, batched action previews).
 """
 
 from __future__ import annotations
@@ -140,7 +141,70 @@ def bench_train(args, work: Path) -> list[dict]:
     return rows
 
 
-SUITES = {"data": bench_data, "train": bench_train}
+def tiny_world(path: str | None):
+    """The world at `path`, or the `tiny` preset's architecture with untrained weights (the
+    speed of a step does not depend on what the weights learned)."""
+    import genie
+    from genie.config import load_config
+    from genie.dynamics import model_class
+    from genie.lam.model import LatentActionModel
+    from genie.tokenizer.model import VideoTokenizer
+    from genie.world import SCHEMA, World
+
+    if path:
+        return genie.load(path, device="cpu")
+    config = load_config("tiny")
+    tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
+                         **config.tokenizer.model_kwargs())
+    lam = LatentActionModel(height=64, width=64, **config.lam.model_kwargs())
+    grid = 64 // config.tokenizer.patch
+    dyn = model_class(config.dynamics.backend)(
+        vocab_size=config.tokenizer.codebook_size, grid_h=grid, grid_w=grid,
+        num_actions=config.lam.num_actions, **config.dynamics.model_kwargs())
+    meta = {"schema": SCHEMA, "backend": config.dynamics.backend,
+            "sampler": {"steps": config.dynamics.sample_steps}}
+    return World(tok, lam, dyn, meta)
+
+
+def bench_world(args, work: Path) -> list[dict]:
+    """ms per generated frame at a full context, with and without the KV caches."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    world = tiny_world(args.world)
+    h, w = world.size
+    prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
+    peak = matmul_rate(torch.float32)
+    rows = []
+    for cached in (True, False):
+        world.sampler.settings.use_cache = cached
+        world.reset(prompt, seed=0)
+        world.step(0)  # warm-up
+        with FlopCounterMode(display=False) as counter:
+            world.step(1)
+        frames = 8 if cached else 3
+        start = time.perf_counter()
+        world.rollout([i % world.num_actions for i in range(frames)])
+        ms = (time.perf_counter() - start) / frames * 1e3
+        flops = counter.get_total_flops()
+        rows.append({"what": f"world step, {'cached' if cached else 'uncached'}",
+                     "context": world.context, "ms_per_frame": ms, "frames_per_s": 1e3 / ms,
+                     "gflop_per_frame": flops / 1e9,
+                     "of_fp32_peak": flops / (ms / 1e3) / peak})
+    world.sampler.settings.use_cache = True
+    world.reset(prompt, seed=0)
+    start = time.perf_counter()
+    for _ in range(3):
+        world.preview()
+    ms = (time.perf_counter() - start) / 3 * 1e3
+    rows.append({"what": f"previews of all {world.num_actions} actions (batched)",
+                 "context": world.context, "ms_per_frame": ms, "frames_per_s": 1e3 / ms,
+                 "gflop_per_frame": 0.0, "of_fp32_peak": 0.0})
+    return rows
+
+
+SUITES = {"data": bench_data, "train": bench_train, "world": bench_world}
 
 
 def main() -> None:
@@ -148,6 +212,8 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--episodes", type=int, default=200, help="CoinRun episodes to record")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--world", help="world folder for the world suite (default: the tiny "
+                        "preset with untrained weights)")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)

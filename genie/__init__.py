@@ -7,4 +7,11 @@ by the modules that need them, so `genie --help` answers at once.
 from genie.errors import GenieError
 
 __version__ = "0.1.0"
-__all__ = ["GenieError", "__version__"]
+__all__ = ["GenieError", "__version__", "load"]
+
+
+def load(path, *, device: str = "auto", sampler: dict | None = None):
+    """Load a world folder: `world = genie.load("worlds/coinrun"); world.reset(frames)`."""
+    from genie.world import load as load_world
+
+    return load_world(path, device=device, sampler=sampler)

@@ -162,16 +162,18 @@ def _setup_compute(args: argparse.Namespace) -> None:
     set_threads(args.threads)
 
 
-def _train_tokenizer(args: argparse.Namespace) -> None:
+def _train_part(args: argparse.Namespace) -> None:
+    """`genie train tokenizer` and `genie train lam`: one model on its own."""
     from genie.config import load_config
-    from genie.train.stages import train_tokenizer
+    from genie.train import stages
 
     _setup_compute(args)
     config = load_config(args.config, args.overrides)
-    model_dir = train_tokenizer(config, args.data, args.out, resume=args.resume,
-                                init=args.init_from, device=args.device)
+    train = {"tokenizer": stages.train_tokenizer, "lam": stages.train_lam}[args.part]
+    model_dir = train(config, args.data, args.out, resume=args.resume, init=args.init_from,
+                      device=args.device)
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under accelerate launch
-        print(f"tokenizer trained: {model_dir}")
+        print(f"{args.part} trained: {model_dir}")
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> None:
@@ -190,8 +192,21 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
         write_json_atomic(args.json, result)
 
 
+def _eval_lam(args: argparse.Namespace) -> None:
+    from genie.lam.evaluate import evaluate_lam, format_report
+
+    _setup_compute(args)
+    result = evaluate_lam(args.model, args.data, split=args.split, seq_len=args.seq_len,
+                          clips=args.clips, device=args.device, seed=args.seed)
+    print(format_report(result))
+    if args.json:
+        from genie.data.files import write_json_atomic
+
+        write_json_atomic(args.json, result)
+
+
 def _add_train(sub) -> None:
-    tsub = _group(sub, "train", "train the tokenizer (more stages to come)", "STAGE")
+    tsub = _group(sub, "train", "train the tokenizer, LAM, dynamics or a whole world", "STAGE")
     tok = tsub.add_parser(
         "tokenizer", help="train the VQ video tokenizer",
         description="Train the ST-transformer VQ-VAE video tokenizer. Settings come from a "
@@ -199,15 +214,127 @@ def _add_train(sub) -> None:
         "tokenizer.train.lr=3e-4 tokenizer.train.steps=2000. The run folder keeps checkpoints, "
         "TensorBoard logs, sample reconstructions and, at the end, the model (RUN/model).",
     )
-    tok.add_argument("--config", default="tiny", help="preset name or YAML path (default: tiny)")
-    tok.add_argument("--data", required=True, help="prepared dataset folder")
-    tok.add_argument("--out", required=True, help="run folder")
-    tok.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    tok.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    tok.add_argument("--init-from", metavar="PATH",
-                     help="start from the weights of another run, world or model folder")
-    _add_compute_args(tok)
-    tok.set_defaults(func=_train_tokenizer)
+    lam = tsub.add_parser(
+        "lam", help="train the latent action model",
+        description="Train the latent action model: from pixels it learns a few discrete "
+        "actions (lam.num_actions, default 8) that explain each frame-to-frame change, without "
+        "action labels. Settings as for the tokenizer, under lam.*, e.g. lam.train.steps=2000 "
+        "lam.entropy_weight=0.05. The run folder keeps checkpoints, TensorBoard logs (with "
+        "each action's share, train/action_use/K), pictures of what each action does and, at "
+        "the end, the model (RUN/model).",
+    )
+    for part, parser in (("tokenizer", tok), ("lam", lam)):
+        _add_run_args(parser)
+        parser.add_argument("--init-from", metavar="PATH",
+                            help="start from the weights of another run, world or model folder")
+        _add_compute_args(parser)
+        parser.set_defaults(func=_train_part, part=part)
+    _add_world_stages(tsub)
+
+
+def _train_dynamics(args: argparse.Namespace) -> None:
+    from genie.config import load_config
+    from genie.train.world import train_dynamics
+
+    _setup_compute(args)
+    config = load_config(args.config, args.overrides)
+    model_dir = train_dynamics(config, args.data, args.out, tokenizer=args.tokenizer, lam=args.lam,
+                               resume=args.resume, init=args.init_from, device=args.device)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"dynamics trained: {model_dir}")
+
+
+def _train_world(args: argparse.Namespace) -> None:
+    from genie.config import load_config
+    from genie.train.world import train_world
+
+    _setup_compute(args)
+    config = load_config(args.config, args.overrides)
+    world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
+                        tokenizer=args.tokenizer, lam=args.lam, preset=args.config)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"world ready: {world} (play it: genie play --world {world})")
+
+
+def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder") -> None:
+    parser.add_argument("--config", default="tiny", help="preset name or YAML path (default: tiny)")
+    parser.add_argument("--data", required=True, help="prepared dataset folder")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint")
+
+
+def _add_world_stages(tsub) -> None:
+    dyn = tsub.add_parser(
+        "dynamics", help="train the dynamics model on a frozen tokenizer and LAM",
+        description="Train the dynamics model (dynamics.backend, default maskgit) to predict the "
+        "next frame's codes from past codes and latent actions. The dataset is coded once by "
+        "the frozen tokenizer and LAM into RUN/tokens (reused while they do not change).",
+    )
+    _add_run_args(dyn)
+    dyn.add_argument("--tokenizer", required=True, help="tokenizer run, world or model folder")
+    dyn.add_argument("--lam", required=True, help="latent action model run, world or model folder")
+    dyn.add_argument("--init-from", metavar="PATH",
+                     help="start from the weights of another dynamics run or world")
+    _add_compute_args(dyn)
+    dyn.set_defaults(func=_train_dynamics)
+    world = tsub.add_parser(
+        "world", help="train tokenizer, LAM and dynamics into a playable world folder",
+        description="Train every part of a world in turn into OUT (run state under OUT/runs/, "
+        "each stage resumable with --resume), then write OUT/prompts and OUT/world.json. "
+        "--tokenizer and --lam reuse models already trained instead.",
+    )
+    _add_run_args(world, out_help="world folder")
+    world.add_argument("--tokenizer", help="use this trained tokenizer instead of training one")
+    world.add_argument("--lam", help="use this trained latent action model instead")
+    _add_compute_args(world)
+    world.set_defaults(func=_train_world)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    import genie
+    from genie.generate import generate, parse_actions, random_actions, save_clip
+    from genie.prompts import load_prompt
+
+    _setup_compute(args)
+    world = genie.load(args.world, device=args.device,
+                       sampler={k: v for k, v in (("steps", args.steps),
+                                                  ("temperature", args.temperature))
+                                if v is not None})
+    prompt = load_prompt(args.prompt, world.size, world.context, world.prompt_files())
+    if args.actions:
+        actions = parse_actions(args.actions, world.num_actions)
+    else:
+        actions = random_actions(args.frames, world.num_actions, args.seed)
+    frames = generate(world, prompt, actions, seed=args.seed)
+    path = save_clip(frames, args.out, fps=args.fps, scale=args.scale)
+    print(f"{len(actions)} frames generated after {len(frames) - len(actions)} prompt frames: "
+          f"{path}")
+
+
+def _add_generate(sub) -> None:
+    gen = sub.add_parser(
+        "generate", help="generate a clip from prompt frames and latent actions",
+        description="Prompt a world with real frames and roll it forward. Actions are numbered "
+        "1..A as the play keys (1,1,3x4 = 1, 1, then 3 four times); without --actions, random "
+        "actions held for a few steps each.",
+    )
+    gen.add_argument("--world", required=True, help="world folder")
+    gen.add_argument("--prompt", help="image, video, .npy clip or DATASET[:EPISODE] (default: "
+                     "the world's first prompt)")
+    gen.add_argument("--actions", help="latent actions, e.g. 1,1,3x4")
+    gen.add_argument("--frames", type=_positive_int, default=32,
+                     help="frames to generate with random actions (default: 32)")
+    gen.add_argument("--out", required=True, help="output .mp4 (or .npy for raw frames)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    gen.add_argument("--steps", type=_positive_int, help="sampling steps per frame")
+    gen.add_argument("--temperature", type=float, help="sampling temperature")
+    gen.add_argument("--fps", type=float, default=15, help="frame rate of the video")
+    gen.add_argument("--scale", type=_positive_int, default=4,
+                     help="upscale the video by this factor, pixels kept sharp (default: 4)")
+    _add_compute_args(gen)
+    gen.set_defaults(func=_generate)
 
 
 def _add_eval(sub) -> None:
@@ -218,14 +345,32 @@ def _add_eval(sub) -> None:
         "shared/DESIGN.md), codebook usage (codes covering at least 0.01% of tokens) and "
         "perplexity.",
     )
-    tok.add_argument("--model", required=True, help="run folder, world folder or model folder")
-    tok.add_argument("--data", required=True, help="prepared dataset folder")
-    tok.add_argument("--split", default="val", help="dataset split (default: val)")
-    tok.add_argument("--seq-len", type=_positive_int, default=16, help="frames per clip")
-    tok.add_argument("--clips", type=_positive_int, help="at most this many clips (default: all)")
-    tok.add_argument("--json", help="also write the results to this JSON file")
-    _add_compute_args(tok)
+    _add_eval_args(tok, seq_len=16)
     tok.set_defaults(func=_eval_tokenizer)
+    lam = esub.add_parser(
+        "lam", help="controllability and meaning of the latent actions on held-out clips",
+        description="Infer the latent actions of held-out clips and measure: next-frame PSNR "
+        "with the inferred action vs a random one (their difference is the controllability "
+        "the dynamics model can inherit), code usage and entropy and, where the dataset has "
+        "true actions, NMI with them and the accuracy of mapping each latent action to the "
+        "true action it co-occurs with most (with the mapping).",
+    )
+    _add_eval_args(lam, seq_len=8)
+    lam.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    lam.set_defaults(func=_eval_lam)
+
+
+def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
+    parser.add_argument("--model", required=True,
+                        help="run folder, world folder or model folder")
+    parser.add_argument("--data", required=True, help="prepared dataset folder")
+    parser.add_argument("--split", default="val", help="dataset split (default: val)")
+    parser.add_argument("--seq-len", type=_positive_int, default=seq_len,
+                        help=f"frames per clip (default: {seq_len})")
+    parser.add_argument("--clips", type=_positive_int,
+                        help="at most this many clips, spread evenly (default: all)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    _add_compute_args(parser)
 
 
 # ----------------------------------------------------------------------------------- main
@@ -243,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_generate(sub)
     return parser
 
 

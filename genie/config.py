@@ -86,6 +86,10 @@ class LamConfig:
     num_actions: int = 8
     code_dim: int = 32
     commitment: float = 0.25
+    # Collapse guards (see genie/lam/model.py and the README's ablation).
+    restart_after: int = 100  # restart a code unused this many steps; 0 = never
+    action_dropout: float = 0.0  # dropout on the action features before quantization
+    entropy_weight: float = 0.0  # weight of the batch code-entropy term
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def model_kwargs(self) -> dict:

@@ -46,13 +46,13 @@ def code_episode(tokenizer, lam, frames: np.ndarray, device: torch.device) -> tu
     for start in range(0, len(frames), CHUNK):
         end = min(start + CHUNK, len(frames))
         a = 0 if tok_warm is None else max(0, start - tok_warm)
-        clip = torch.from_numpy(np.ascontiguousarray(frames[a:end]))[None].to(device)
+        clip = torch.from_numpy(np.array(frames[a:end]))[None].to(device)
         codes.append(tokenizer.encode(clip)[0, start - a:])  # (end - start, h, w)
         # Transitions start-1 .. end-2: the one into this chunk's first frame comes with it.
         first = max(0, start - 1)
         a = 0 if lam_warm is None else max(0, first - lam_warm)
         if end - a >= 2:
-            clip = torch.from_numpy(np.ascontiguousarray(frames[a:end]))[None].to(device)
+            clip = torch.from_numpy(np.array(frames[a:end]))[None].to(device)
             actions.append(lam.infer_actions(clip)[0, first - a:])
     return torch.cat(codes), torch.cat(actions) if actions else torch.zeros(0, dtype=torch.long)
 

@@ -72,30 +72,37 @@ def init_from(model, path: str | Path, part: str) -> None:
     model.load_state_dict(source.state_dict())
 
 
-def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
-                    init: str | Path | None = None, device: str = "auto") -> Path:
+def _train_stage(stage: str, cls, config: Config, data: str | Path, out: str | Path, *,
+                 resume: bool, init: str | Path | None, device: str,
+                 windowed: bool = False) -> Path:
+    """Train `cls` (built from the `stage` section of `config`) on `data` into run folder `out`.
+
+    What every stage shares: windows of the training split, a resolution that splits into the
+    model's patches, seeded initial weights, --init-from, provenance, the engine.
+    """
     import torch
 
     from genie.data.dataset import VideoDataset
-    from genie.tokenizer.model import VideoTokenizer
     from genie.train.engine import Trainer
 
-    cfg = config.tokenizer
+    cfg = getattr(config, stage)
     seq_len = cfg.train.seq_len or config.data.seq_len
     dataset = VideoDataset(data, seq_len, frame_skip=config.data.frame_skip)
     height, width = dataset.info.size
     if height % cfg.patch or width % cfg.patch:
         raise GenieError(
             f"dataset {data} is {height}x{width}, which does not split into {cfg.patch}px "
-            f"patches: prepare it at a multiple of {cfg.patch} or set tokenizer.patch"
+            f"patches: prepare it at a multiple of {cfg.patch} or set {stage}.patch"
         )
     torch.manual_seed(config.run.seed)  # the initial weights are part of a seeded run
-    # Temporal attention never sees more frames than a training clip holds, at any length.
-    model = VideoTokenizer(height=height, width=width, window=seq_len, **cfg.model_kwargs())
+    # `windowed`: temporal attention never sees more frames than a training clip holds, so a
+    # video of any length is coded as well as the training clips were.
+    extra = {"window": seq_len} if windowed else {}
+    model = cls(height=height, width=width, **cfg.model_kwargs(), **extra)
     if init and not resume:
-        init_from(model, init, "tokenizer")
+        init_from(model, init, stage)
     describe = {
-        "stage": "tokenizer", "config": to_dict(config),
+        "stage": stage, "config": to_dict(config),
         "dataset": {"path": str(Path(data).resolve()), "frames": dataset.info.meta["frames"],
                     "windows": len(dataset)},
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -103,3 +110,24 @@ def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume
     trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
                       device=device, resume=resume, describe=describe)
     return trainer.fit()
+
+
+def train_tokenizer(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
+                    init: str | Path | None = None, device: str = "auto") -> Path:
+    """Train the video tokenizer; returns the exported model folder (RUN/model)."""
+    from genie.tokenizer.model import VideoTokenizer
+
+    return _train_stage("tokenizer", VideoTokenizer, config, data, out, resume=resume, init=init,
+                        device=device, windowed=True)
+
+
+def train_lam(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
+              init: str | Path | None = None, device: str = "auto") -> Path:
+    """Train the latent action model; returns the exported model folder (RUN/model)."""
+    from genie.lam.model import LatentActionModel
+
+    if (config.lam.train.seq_len or config.data.seq_len) < 2:
+        raise GenieError("lam.train.seq_len must be at least 2: an action is a transition "
+                         "between two frames")
+    return _train_stage("lam", LatentActionModel, config, data, out, resume=resume, init=init,
+                        device=device)

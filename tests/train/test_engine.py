@@ -69,7 +69,7 @@ def test_resume_continues_exactly(coinrun_dataset, tmp_path):
     from genie.data.dataset import VideoDataset
     from genie.tokenizer.model import VideoTokenizer
 
-    model = VideoTokenizer(height=64, width=64, **config.tokenizer.model_kwargs())
+    model = VideoTokenizer(height=64, width=64, window=4, **config.tokenizer.model_kwargs())
     trainer = Trainer(model, VideoDataset(coinrun_dataset, 4), train=config.tokenizer.train,
                       run=config.run, data=config.data, out=halves, device="cpu", resume=True)
     assert trainer.progress.step == 1

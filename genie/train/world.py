@@ -1,0 +1,192 @@
+"""Training the dynamics model on a frozen tokenizer and LAM, and assembling a world folder.
+
+`genie train world --out W` runs every stage into W/runs/<stage>/ (each resumable), copies each
+finished model into W/<part>/, and writes W/prompts/ and W/world.json last, so a folder with a
+world.json is always a whole world.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genie.config import Config, to_dict
+from genie.data.files import write_json_atomic
+from genie.data.index import open_dataset
+from genie.errors import GenieError
+from genie.train.stages import init_from, load_model, resolve_model_dir
+
+PARTS = ("tokenizer", "lam", "dynamics")
+
+
+def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokenizer: str | Path,
+                   lam: str | Path, resume: bool = False, init: str | Path | None = None,
+                   device: str = "auto") -> Path:
+    """Train the dynamics model on `data` coded by a frozen tokenizer and LAM."""
+    import torch
+    from accelerate import PartialState
+
+    from genie.dynamics import model_class
+    from genie.dynamics.tokens import TokenDataset, build_token_cache, fingerprint
+    from genie.lam.model import LatentActionModel
+    from genie.tokenizer.model import VideoTokenizer
+    from genie.train.compute import pick_device
+    from genie.train.engine import Trainer
+
+    cfg, out = config.dynamics, Path(out)
+    tok = load_model(VideoTokenizer, tokenizer, "tokenizer")
+    lam_model = load_model(LatentActionModel, lam, "lam")
+    if (lam_model.config.height, lam_model.config.width) != (tok.config.height, tok.config.width):
+        raise GenieError(f"the LAM {lam} sees {lam_model.config.height}x{lam_model.config.width} "
+                         f"frames but the tokenizer {tokenizer} codes {tok.config.height}x"
+                         f"{tok.config.width}: train both on the same dataset")
+    made_from = fingerprint(Path(data), resolve_model_dir(tokenizer, "tokenizer"),
+                            resolve_model_dir(lam, "lam"))
+    dev = pick_device(device)
+    with PartialState().main_process_first():  # one process codes the dataset, the rest read it
+        started = time.perf_counter()
+        cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
+                                  made_from=made_from, device=dev)
+        coding_seconds = time.perf_counter() - started
+    del tok, lam_model
+    seq_len = cfg.train.seq_len or cfg.context
+    if seq_len > cfg.context:
+        raise GenieError(f"dynamics.train.seq_len {seq_len} exceeds dynamics.context "
+                         f"{cfg.context}: the model never attends that far; lower it")
+    dataset = TokenDataset(cache, seq_len)
+    index = json.loads((cache / "index.json").read_text())
+    torch.manual_seed(config.run.seed)
+    grid_h, grid_w = index["grid"]
+    model = model_class(cfg.backend)(
+        vocab_size=_config_of(tokenizer, "tokenizer")["codebook_size"], grid_h=grid_h,
+        grid_w=grid_w, num_actions=_config_of(lam, "lam")["num_actions"], **cfg.model_kwargs())
+    if init and not resume:
+        init_from(model, init, "dynamics")
+    describe = {
+        "stage": "dynamics", "config": to_dict(config),
+        "dataset": {"path": str(Path(data).resolve()), "frames": made_from["frames"],
+                    "windows": len(dataset)},
+        "tokenizer": str(Path(tokenizer).resolve()), "lam": str(Path(lam).resolve()),
+        "token_cache_seconds": round(coding_seconds, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
+                      device=device, resume=resume, describe=describe)
+    return trainer.fit()
+
+
+def _config_of(path: str | Path, part: str) -> dict:
+    return json.loads((resolve_model_dir(path, part) / "config.json").read_text())
+
+
+def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
+                device: str = "auto", tokenizer: str | Path | None = None,
+                lam: str | Path | None = None, preset: str = "") -> Path:
+    """Train (or take) each part into the world folder `out`; returns it."""
+    from genie.train.stages import train_lam, train_tokenizer
+
+    out = Path(out)
+    if (out / "world.json").exists():
+        raise GenieError(f"{out} already holds a finished world: choose a new --out "
+                         "(nothing was overwritten)")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise GenieError(f"{out} already holds a world in training: add --resume to continue "
+                         "it, or choose a new --out (nothing was overwritten)")
+    started = time.perf_counter()
+    given = {"tokenizer": tokenizer, "lam": lam}
+    trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
+    for part in ("tokenizer", "lam"):
+        if not (out / part / "config.json").exists():
+            if given[part]:
+                source = resolve_model_dir(given[part], part)
+            else:
+                run = out / "runs" / part
+                source = trainers[part](config, data, run, resume=(run / "run.json").exists(),
+                                        device=device)
+            _copy_model(source, out / part)
+    if not (out / "dynamics" / "config.json").exists():
+        run = out / "runs" / "dynamics"
+        source = train_dynamics(config, data, run, tokenizer=out / "tokenizer", lam=out / "lam",
+                                resume=(run / "run.json").exists(), device=device)
+        _copy_model(source, out / "dynamics")
+    write_prompts(data, out / "prompts", frames=min(4, config.dynamics.context))
+    write_json_atomic(out / "world.json", world_meta(config, data, out, preset,
+                                                     time.perf_counter() - started))
+    return out
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def write_prompts(data: str | Path, folder: Path, *, frames: int, count: int = 8) -> None:
+    """A few real clips from the validation episodes (train if none), evenly spread."""
+    info = open_dataset(data)
+    episodes = [ep for ep in info.split("val") if ep["length"] >= frames] or \
+        [ep for ep in info.split("train") if ep["length"] >= frames]
+    folder.mkdir(parents=True, exist_ok=True)
+    picks = np.linspace(0, len(episodes) - 1, min(count, len(episodes))).round().astype(int)
+    for i, e in enumerate(dict.fromkeys(picks.tolist())):
+        ep = episodes[e]
+        shard = np.load(info.path / ep["shard"], mmap_mode="r")
+        clip = np.array(shard[ep["offset"]: ep["offset"] + frames])  # (frames, H, W, 3)
+        np.save(folder / f"prompt_{i:02d}.npy", clip)
+
+
+def world_meta(config: Config, data: str | Path, out: Path, preset: str, seconds: float) -> dict:
+    """world.json: what a player, an evaluator and a reader of provenance need."""
+    from genie import world
+
+    tok = _config_of(out / "tokenizer", "tokenizer")
+    lam = _config_of(out / "lam", "lam")
+    info = open_dataset(data)
+    return {
+        "schema": world.SCHEMA,
+        "backend": config.dynamics.backend,
+        "resolution": [tok["height"], tok["width"]],
+        "context": config.dynamics.context,
+        "num_actions": lam["num_actions"],
+        "action_names": [f"action {i + 1}" for i in range(lam["num_actions"])],
+        "key_map": {},
+        "sampler": {"steps": config.dynamics.sample_steps,
+                    "temperature": config.dynamics.temperature},
+        "provenance": {
+            "preset": preset, "config": to_dict(config),
+            "dataset": {"path": str(info.path.resolve()), "frames": info.meta["frames"],
+                        "episodes": info.meta["episodes"],
+                        "hash": _dataset_hash(info.path)},
+            "code_version": _code_version(),
+            "training_seconds": round(seconds, 1),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    }
+
+
+def _dataset_hash(path: Path) -> str:
+    """sha1 of the dataset's index and meta: names its content without reading every frame."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name in ("meta.json", "index.json"):
+        h.update((path / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _code_version() -> str:
+    from genie.cli import _version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{_version()}+{commit}" if commit else _version()

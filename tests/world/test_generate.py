@@ -1,0 +1,70 @@
+"""`genie generate` from every kind of prompt, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genie.cli import main
+from genie.data.video import VideoWriter
+from genie.errors import GenieError
+from genie.generate import parse_actions
+
+
+def generate(world, *args) -> int:
+    return main(["generate", "--world", str(world), "--device", "cpu", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def prompt_files(tiny_world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prompts")
+    clip = np.load(sorted((tiny_world / "prompts").glob("*.npy"))[0])
+    Image.fromarray(clip[0]).resize((128, 96)).save(folder / "frame.png")  # other size: resized
+    with VideoWriter(folder / "clip.mp4", fps=15) as writer:
+        for frame in clip:
+            writer.write(frame)
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.mark.parametrize("prompt", ["frame.png", "clip.mp4"])
+def test_generate_from_files(tiny_world, prompt_files, tmp_path, prompt):
+    out = tmp_path / "out.npy"
+    assert generate(tiny_world, "--prompt", prompt_files / prompt, "--actions", "1,2x3",
+                    "--out", out, "--scale", 1) == 0
+    frames = np.load(out)
+    prompt_len = 1 if prompt.endswith(".png") else 4
+    assert frames.shape == (prompt_len + 4, 64, 64, 3) and frames.dtype == np.uint8
+
+
+def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_dataset, tmp_path):
+    import av
+
+    out = tmp_path / "clip.mp4"
+    assert generate(tiny_world, "--prompt", f"{coinrun_dataset}:0", "--frames", 6,
+                    "--out", out) == 0
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert (stream.height, stream.width) == (256, 256)  # --scale 4
+        assert sum(1 for _ in container.decode(stream)) == 4 + 6
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--prompt", "missing.png"], "prompt missing.png does not exist"),
+    (["--prompt", "{dir}/broken.png"], "could not be read"),
+    (["--actions", "1,99"], "actions are 1.."),
+    (["--actions", "left"], "is not an action number"),
+])
+def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys, args, message):
+    args = [a.replace("{dir}", str(prompt_files)) for a in args]
+    assert generate(tiny_world, *args, "--out", tmp_path / "x.mp4") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_parse_actions_is_one_based_with_repeats():
+    assert parse_actions("1,3x2, 8", 8) == [0, 2, 2, 7]
+    with pytest.raises(GenieError):
+        parse_actions("0", 8)

@@ -1,0 +1,98 @@
+"""A whole world trained in seconds (test preset), driven through genie.load and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import genie
+from genie.cli import main
+from genie.errors import GenieError
+
+
+@pytest.fixture
+def world(tiny_world):
+    return genie.load(tiny_world, device="cpu")
+
+
+def test_world_folder_holds_everything(tiny_world):
+    meta = json.loads((tiny_world / "world.json").read_text())
+    assert meta["schema"] == 1 and meta["backend"] == "maskgit"
+    assert meta["resolution"] == [64, 64] and len(meta["action_names"]) == meta["num_actions"]
+    assert len(meta["provenance"]["dataset"]["hash"]) == 16
+    for part in ("tokenizer", "lam", "dynamics"):
+        assert (tiny_world / part / "config.json").exists()
+        assert (tiny_world / "runs" / part / "run.json").exists()
+    prompts = sorted((tiny_world / "prompts").glob("*.npy"))
+    assert prompts and np.load(prompts[0]).shape[1:] == (64, 64, 3)
+
+
+def test_step_and_rollout_shapes(world):
+    prompt = np.load(world.prompt_files()[0])
+    first = world.reset(prompt, seed=0)
+    assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+    assert world.step(1).shape == (64, 64, 3)
+    frames = world.rollout([0, 1, 2])
+    assert frames.shape == (3, 64, 64, 3) and world.steps == 4
+    batched = world.reset(np.stack([prompt, prompt]), seed=0)
+    assert batched.shape == (2, 64, 64, 3) and world.step([0, 1]).shape == (2, 64, 64, 3)
+
+
+def test_same_seed_same_frames_and_the_cache_changes_nothing(tiny_world, world):
+    prompt = np.load(world.prompt_files()[0])
+    actions = [i % world.num_actions for i in range(world.context + 8)]  # the window slides
+    world.reset(prompt, seed=3)
+    a = world.rollout(actions)
+    world.reset(prompt, seed=3)
+    assert np.array_equal(world.rollout(actions), a)
+    uncached = genie.load(tiny_world, device="cpu", sampler={"use_cache": False})
+    uncached.reset(prompt, seed=3)
+    assert np.array_equal(uncached.rollout(actions), a)
+
+
+def test_restore_undoes_exactly_and_previews_leave_no_trace(world):
+    world.reset(np.load(world.prompt_files()[0]), seed=0)
+    world.step(0)
+    state = world.snapshot()
+    after = world.rollout([1, 2])
+    world.restore(state)
+    assert world.steps == 1 and np.array_equal(world.rollout([1, 2]), after)
+    world.restore(state)
+    previews = world.preview()
+    assert previews.shape == (world.num_actions, 64, 64, 3)
+    assert np.array_equal(world.rollout([1, 2]), after)  # the generator was rewound too
+
+
+def test_parts_that_do_not_fit_fail_at_load(tiny_world, tmp_path):
+    from genie.tokenizer.model import VideoTokenizer
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_world, broken, ignore=shutil.ignore_patterns("runs"))
+    config = json.loads((broken / "tokenizer" / "config.json").read_text())
+    other = {k: v for k, v in config.items() if not k.startswith("_")} | {"codebook_size": 32}
+    shutil.rmtree(broken / "tokenizer")
+    VideoTokenizer(**other).save_pretrained(broken / "tokenizer")  # a tokenizer of another world
+    with pytest.raises(GenieError, match="does not fit together: the tokenizer has 32 codes but "
+                                         "the dynamics predicts 64"):
+        genie.load(broken, device="cpu")
+    with pytest.raises(GenieError, match="is not a world"):
+        genie.load(tmp_path, device="cpu")
+
+
+def test_wrong_prompt_size_is_refused(world):
+    with pytest.raises(GenieError, match="frames are 32x32 but this world is 64x64"):
+        world.reset(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="latent actions are 0.."):
+        world.reset(np.zeros((64, 64, 3), np.uint8))
+        world.step(world.num_actions)
+
+
+def test_a_finished_world_is_not_overwritten(coinrun_dataset, tiny_world, capsys):
+    before = (tiny_world / "world.json").read_bytes()
+    assert main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+                 str(tiny_world)]) == 2
+    assert "already holds a finished world" in capsys.readouterr().err
+    assert (tiny_world / "world.json").read_bytes() == before
