@@ -253,7 +253,7 @@ def _train_world(args: argparse.Namespace) -> None:
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, preset=args.config)
     if os.environ.get("RANK", "0") == "0":
-        print(f"world ready: {world} (play it: genie play --world {world})")
+        print(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
 
 
 def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder") -> None:
