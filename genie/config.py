@@ -86,9 +86,10 @@ class LamConfig:
     num_actions: int = 8
     code_dim: int = 32
     commitment: float = 0.25
-    # Collapse guards (see genie/lam/model.py and the README's ablation).
+    # Collapse guards, defaults chosen by the README's ablation: restarts are what keeps the
+    # codes alive; dropout adds a little control; the entropy term costs control, so it is off.
     restart_after: int = 100  # restart a code unused this many steps; 0 = never
-    action_dropout: float = 0.0  # dropout on the action features before quantization
+    action_dropout: float = 0.1  # dropout on the action features before quantization
     entropy_weight: float = 0.0  # weight of the batch code-entropy term
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -57,11 +57,18 @@ class LatentActionModel(ModelMixin, ConfigMixin):
     It sees the past frames but never frame t+1, so the only way to know what changed is the
     K-way bottleneck: the code is forced to carry the change.
 
+    Choices, measured on the moving-square world of tests/lam/test_learns.py: reading the
+    action from the feature *change* (not frame t+1's features) is what lets the codes align
+    with the true moves rather than with the scene; fixed sin-cos spatial positions (not
+    learned ones that start near zero) let both transformers tell neighbours apart from the
+    first step, without which even a decoder given the true actions barely learned.
+
     Collapse guards: dead-code restarts (`restart_after` steps unused, 0 = off), dropout on
     the pooled action features before quantization (`action_dropout`), and an entropy term
     (`entropy_weight`) that spreads the batch's soft code assignment over the K codes.
 
-    `forward(batch)` returns `(loss, logs)` for the training engine.
+    `forward(batch)` returns `(loss, logs)` for the training engine. Infer actions in eval
+    mode: in training mode dropout is applied and the quantizer counts usage and restarts.
     """
 
     @register_to_config
@@ -78,7 +85,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         code_dim: int = 32,
         commitment: float = 0.25,
         restart_after: int = 100,
-        action_dropout: float = 0.0,
+        action_dropout: float = 0.1,
         entropy_weight: float = 0.0,
     ):
         super().__init__()

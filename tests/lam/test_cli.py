@@ -89,3 +89,13 @@ def test_mistakes_are_one_clear_line(lam_run, coinrun_dataset, make_dataset, tmp
     err = fails(["train", "lam", "--config", "test", "--data", str(other_size), "--out",
                  str(tmp_path / "odd"), "lam.patch=12"], capsys)
     assert "32x48, which does not split into 12px patches" in err and "lam.patch" in err
+
+
+def test_eval_without_true_actions(lam_run, make_dataset, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "lam", "--model", str(lam_run), "--data", str(make_dataset(64, 64, 2)),
+                 "--json", str(out), "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    assert result["has_true_actions"] is False and "nmi" not in result
+    assert result["transitions"] == 7 * result["clips"] > 0
+    assert "NMI" not in capsys.readouterr().out
