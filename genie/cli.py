@@ -172,8 +172,19 @@ def _train_part(args: argparse.Namespace) -> None:
     train = {"tokenizer": stages.train_tokenizer, "lam": stages.train_lam}[args.part]
     model_dir = train(config, args.data, args.out, resume=args.resume, init=args.init_from,
                       device=args.device)
+    _say_once(f"{args.part} trained: {model_dir}")
+
+
+def _say_once(message: str) -> None:
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under accelerate launch
-        print(f"{args.part} trained: {model_dir}")
+        print(message)
+
+
+def _save_json(path: str | None, result: dict) -> None:
+    if path:
+        from genie.data.files import write_json_atomic
+
+        write_json_atomic(path, result)
 
 
 def _eval_tokenizer(args: argparse.Namespace) -> None:
@@ -186,10 +197,7 @@ def _eval_tokenizer(args: argparse.Namespace) -> None:
           f"frames: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}, codebook "
           f"{result['codes_used']}/{result['codebook_size']} used "
           f"({100 * result['codebook_usage']:.1f}%), perplexity {result['perplexity']:.1f}")
-    if args.json:
-        from genie.data.files import write_json_atomic
-
-        write_json_atomic(args.json, result)
+    _save_json(args.json, result)
 
 
 def _eval_lam(args: argparse.Namespace) -> None:
@@ -199,10 +207,7 @@ def _eval_lam(args: argparse.Namespace) -> None:
     result = evaluate_lam(args.model, args.data, split=args.split, seq_len=args.seq_len,
                           clips=args.clips, device=args.device, seed=args.seed)
     print(format_report(result))
-    if args.json:
-        from genie.data.files import write_json_atomic
-
-        write_json_atomic(args.json, result)
+    _save_json(args.json, result)
 
 
 def _add_train(sub) -> None:
@@ -240,8 +245,7 @@ def _train_dynamics(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     model_dir = train_dynamics(config, args.data, args.out, tokenizer=args.tokenizer, lam=args.lam,
                                resume=args.resume, init=args.init_from, device=args.device)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"dynamics trained: {model_dir}")
+    _say_once(f"dynamics trained: {model_dir}")
 
 
 def _train_world(args: argparse.Namespace) -> None:
@@ -252,8 +256,7 @@ def _train_world(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.overrides)
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, preset=args.config)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
+    _say_once(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
 
 
 def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder") -> None:

@@ -182,11 +182,11 @@ def _dataset_hash(path: Path) -> str:
 
 
 def _code_version() -> str:
-    from genie.cli import _version
+    from genie import __version__
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return f"{_version()}+{commit}" if commit else _version()
+    return f"{__version__}+{commit}" if commit else __version__
