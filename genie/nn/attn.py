@@ -137,6 +137,18 @@ def _xformers_kernel():
     return kernel
 
 
+def _one_query_with_past(q: Tensor, k: Tensor, v: Tensor, past_k: Tensor, past_v: Tensor) -> Tensor:
+    """Attention of one query (B, H, 1, Dh) over cached keys (B, H, L, Dh) plus its own key.
+
+    Scores against the cache and against itself are joined before the softmax, so the cache
+    is never concatenated: on a CPU that copy made a cached temporal attention 9x slower.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.cat([q @ past_k.transpose(-1, -2), (q * k).sum(-1, keepdim=True)], -1)
+    weights = (scores * scale).softmax(-1)  # (B, H, 1, L + 1)
+    return weights[..., :-1] @ past_v + weights[..., -1:] * v
+
+
 class HeadNorm(nn.Module):
     """RMS norm over head_dim that follows its input's dtype, so bf16 stays on the fused kernel."""
 
@@ -201,7 +213,9 @@ class SelfAttention(nn.Module):
                 raise ValueError("rotary attention needs the positions of its tokens")
             q, k = self.rope(q, positions), self.rope(k, positions)
         new_kv = (k, v)
-        if past is not None:
+        if past is None:
+            out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
+        else:
             past_k, past_v = past
             if past_k.shape[0] != b or past_k.dtype != k.dtype:
                 raise ValueError(
@@ -209,8 +223,11 @@ class SelfAttention(nn.Module):
                     f"folded batch {b} in {k.dtype}: keep batch size, tokens per frame and "
                     "autocast the same for every step that shares a cache"
                 )
-            k = torch.cat([past_k, k], dim=-2)  # (B', H, L_past + L, Dh)
-            v = torch.cat([past_v, v], dim=-2)
-        out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
+            if length == 1 and causal:  # one new frame against the cache: all keys visible
+                out = _one_query_with_past(q, k, v, past_k, past_v)
+            else:
+                k = torch.cat([past_k, k], dim=-2)  # (B', H, L_past + L, Dh)
+                v = torch.cat([past_v, v], dim=-2)
+                out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
         out = out.transpose(1, 2).reshape(b, length, dim)  # (B', L, D)
         return self.proj(out), new_kv

@@ -37,7 +37,7 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
     additive term at the input of a deep stack.
 
     Training (`forward`): masked-token cross-entropy at a mask rate r ~ U(0.5, 1) per clip on
-    frames 1..T-1; frame 0 is always given. Temporal attention is banded to `context` frames,
+    frames k..T-1, k ~ U{1..T-1} per clip; earlier frames are given whole. Temporal attention is banded to `context` frames,
     the same window the cache keeps at sampling time.
     """
 
@@ -129,7 +129,11 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
         rate = torch.empty(b, 1, 1, device=tokens.device).uniform_(MIN_MASK_RATE, 1)
         ranks = torch.rand(b, t, n, device=tokens.device).argsort(-1).argsort(-1)  # (B, T, N)
         mask = ranks < (rate * n).ceil()
-        mask[:, 0] = False  # the first frame is the given context
+        # Frames before a random first target k ~ U{1..T-1} are left whole. Sampling predicts a
+        # frame from a fully visible past; with every frame after the first masked (Genie), the
+        # model would only ever see that at k = 1. Frames after k still see masked pasts.
+        first = torch.randint(1, t, (b, 1, 1), device=tokens.device)
+        mask &= torch.arange(t, device=tokens.device)[None, :, None] >= first
         inputs = tokens
         if self.training and self.config.context_noise > 0:
             # Rollouts feed the model its own imperfect samples; corrupting a share of the visible
@@ -144,7 +148,7 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
         loss = F.cross_entropy(logits, targets)
         accuracy = (logits.argmax(-1) == targets).float().mean()
         return loss, {"loss": loss.detach(), "accuracy": accuracy.detach(),
-                      "mask_rate": mask[:, 1:].float().mean()}
+                      "mask_rate": rate.mean()}
 
     # ------------------------------------------------------------------ inference
 
