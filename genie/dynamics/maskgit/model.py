@@ -37,8 +37,8 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
     additive term at the input of a deep stack.
 
     Training (`forward`): masked-token cross-entropy at a mask rate r ~ U(0.5, 1) per clip on
-    frames k..T-1, k ~ U{1..T-1} per clip; earlier frames are given whole. Temporal attention is banded to `context` frames,
-    the same window the cache keeps at sampling time.
+    frames k..T-1, k ~ U{1..T-1} per clip; earlier frames are given whole. Temporal attention
+    is banded to `context` frames, the same window the cache keeps at sampling time.
     """
 
     @register_to_config
