@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from genie.errors import GenieError
 
@@ -297,41 +298,80 @@ def _add_world_stages(tsub) -> None:
 
 def _generate(args: argparse.Namespace) -> None:
     import genie
-    from genie.generate import generate, parse_actions, random_actions, save_clip
+    from genie import generate as gen
     from genie.prompts import load_prompt
 
     _setup_compute(args)
     world = genie.load(args.world, device=args.device,
-                       sampler={k: v for k, v in (("steps", args.steps),
+                       sampler={k: v for k, v in (("steps", args.sampling_steps),
                                                   ("temperature", args.temperature))
                                 if v is not None})
-    prompt = load_prompt(args.prompt, world.size, world.context, world.prompt_files())
+    context = min(args.prompt_frames or world.context, world.context)
+    source = load_prompt(args.prompt, world.size, context + (args.frames or 10**6),
+                         world.prompt_files()) if args.side_by_side else None
+    prompt = source[:context] if source is not None else \
+        load_prompt(args.prompt, world.size, context, world.prompt_files())
     if args.actions:
-        actions = parse_actions(args.actions, world.num_actions)
+        actions = gen.parse_actions(args.actions, world.num_actions)
+    elif args.actions_from:
+        video = load_prompt(args.actions_from, world.size, 10**6)
+        # The prompt's own video: its actions from the prompt's last frame on.
+        skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
+        actions = gen.actions_from_video(world, video)[skip:]
     else:
-        actions = random_actions(args.frames, world.num_actions, args.seed)
-    frames = generate(world, prompt, actions, seed=args.seed)
-    path = save_clip(frames, args.out, fps=args.fps, scale=args.scale)
-    print(f"{len(actions)} frames generated after {len(frames) - len(actions)} prompt frames: "
-          f"{path}")
+        count = args.random_actions or args.frames or 32
+        actions = gen.random_actions(count, world.num_actions, args.seed)
+    actions = actions[:args.frames] if args.frames else actions
+    if args.side_by_side and len(source) <= len(prompt):
+        raise GenieError(f"--side-by-side needs the real continuation, but prompt {args.prompt} "
+                         f"has only {len(source)} frames: give a longer video or dataset episode")
+    frames = gen.generate(world, prompt, actions, seed=args.seed)
+    if args.side_by_side:
+        frames = gen.side_by_side(frames, source[:len(frames)])
+    out = Path(args.out)
+    written = [gen.save_clip(frames, out, fps=args.fps, scale=args.scale)]
+    if args.gif and out.suffix.lower() != ".gif":
+        gif = out.with_suffix(".gif")
+        written.append(gen.save_clip(frames, gif, fps=args.fps, scale=args.scale))
+    written.append(gen.save_recipe(
+        out.with_suffix(".json"), world, prompt=args.prompt, prompt_frames=len(prompt),
+        actions=actions, seed=args.seed, side_by_side=args.side_by_side, fps=args.fps,
+        scale=args.scale))
+    print(f"{len(actions)} frames generated after {len(prompt)} prompt frames: "
+          f"{', '.join(map(str, written))}")
 
 
 def _add_generate(sub) -> None:
     gen = sub.add_parser(
         "generate", help="generate a clip from prompt frames and latent actions",
-        description="Prompt a world with real frames and roll it forward. Actions are numbered "
-        "1..A as the play keys (1,1,3x4 = 1, 1, then 3 four times); without --actions, random "
-        "actions held for a few steps each.",
+        description="Prompt a world with real frames and roll it forward. Latent actions are "
+        "numbered 0..A-1 (0,0,3x4 = 0, 0, then 3 four times); without --actions or "
+        "--actions-from, random actions held for a few steps each. A JSON beside the clip "
+        "records world, prompt, actions, seed and sampler settings.",
     )
     gen.add_argument("--world", required=True, help="world folder")
     gen.add_argument("--prompt", help="image, video, .npy clip or DATASET[:EPISODE] (default: "
                      "the world's first prompt)")
-    gen.add_argument("--actions", help="latent actions, e.g. 1,1,3x4")
-    gen.add_argument("--frames", type=_positive_int, default=32,
-                     help="frames to generate with random actions (default: 32)")
-    gen.add_argument("--out", required=True, help="output .mp4 (or .npy for raw frames)")
+    gen.add_argument("--prompt-frames", type=_positive_int,
+                     help="context frames taken from a video prompt (default: the world's "
+                     "context)")
+    how = gen.add_mutually_exclusive_group()
+    how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4")
+    how.add_argument("--random-actions", type=_positive_int, metavar="N",
+                     help="N random actions, each held 1-4 steps")
+    how.add_argument("--actions-from", metavar="VIDEO",
+                     help="the actions the world's LAM reads off a video, .npy clip or "
+                     "DATASET[:EPISODE] (the prompt's own: from its last prompt frame on)")
+    gen.add_argument("--frames", type=_positive_int,
+                     help="frames to generate (default: one per action given, 32 random)")
+    gen.add_argument("--side-by-side", action="store_true",
+                     help="show the prompt video's real continuation to the left")
+    gen.add_argument("-o", "--out", required=True,
+                     help="output .mp4, .gif, or .npy for raw frames")
+    gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    gen.add_argument("--steps", type=_positive_int, help="sampling steps per frame")
+    gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
+                     help="sampling steps per frame (default: the world's)")
     gen.add_argument("--temperature", type=float, help="sampling temperature")
     gen.add_argument("--fps", type=float, default=15, help="frame rate of the video")
     gen.add_argument("--scale", type=_positive_int, default=4,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from genie.errors import GenieError
 
 
 def parse_actions(text: str, num_actions: int) -> list[int]:
-    """'1,1,3x4,2' (1-based, as the play keys; NxK repeats N K times) -> 0-based actions."""
+    """'0,0,3x4,2' (latent actions 0..A-1; NxK repeats action N K times) -> actions."""
     actions = []
     for item in text.replace(" ", "").split(","):
         action, _, times = item.partition("x")
@@ -18,11 +20,11 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
             a, n = int(action), int(times or 1)
         except ValueError:
             raise GenieError(f"--actions {text!r}: {item!r} is not an action number (e.g. "
-                             "1,1,3x4 for 1, 1, then 3 four times)") from None
-        if not 1 <= a <= num_actions or n < 1:
-            raise GenieError(f"--actions {text!r}: actions are 1..{num_actions} and repeats at "
-                             "least 1")
-        actions += [a - 1] * n
+                             "0,0,3x4 for 0, 0, then 3 four times)") from None
+        if not 0 <= a < num_actions or n < 1:
+            raise GenieError(f"--actions {text!r}: this world's actions are 0..{num_actions - 1} "
+                             "and repeats are at least 1")
+        actions += [a] * n
     return actions
 
 
@@ -35,6 +37,14 @@ def random_actions(count: int, num_actions: int, seed: int, hold: int = 4) -> li
     return actions[:count]
 
 
+def actions_from_video(world, video: np.ndarray) -> list[int]:
+    """The latent actions the world's LAM reads off real frames (T, H, W, 3): T-1 of them."""
+    if len(video) < 2:
+        raise GenieError("--actions-from needs a video of at least 2 frames: actions are "
+                         "read from the change between frames")
+    return [int(a) for a in world.infer_actions(video)]
+
+
 def generate(world, prompt: np.ndarray, actions: list[int], seed: int = 0) -> np.ndarray:
     """The prompt frames (t, H, W, 3) followed by one generated frame per action."""
     world.reset(prompt, seed=seed)
@@ -42,20 +52,55 @@ def generate(world, prompt: np.ndarray, actions: list[int], seed: int = 0) -> np
     return np.concatenate([prompt[-world.context:], generated])
 
 
+def side_by_side(generated: np.ndarray, real: np.ndarray, gap: int = 2) -> np.ndarray:
+    """Frames as [real | generated], separated by a white bar; the real clip is held at its end
+    (or padded black when empty) where it is shorter."""
+    t, h, w, _ = generated.shape
+    if len(real) == 0:
+        real = np.zeros((1, h, w, 3), np.uint8)
+    real = np.concatenate([real[:t], np.repeat(real[-1:], max(0, t - len(real)), 0)])
+    bar = np.full((t, h, gap, 3), 255, np.uint8)
+    return np.concatenate([real, bar, generated], axis=2)
+
+
 def save_clip(frames: np.ndarray, path: str | Path, fps: float, scale: int = 1) -> Path:
-    """Write frames (T, H, W, 3) as .mp4 (or any container PyAV writes) or raw .npy."""
+    """Write frames (T, H, W, 3) as .mp4 (or any container PyAV writes), .gif or raw .npy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if scale > 1:  # nearest neighbour: keep the pixels crisp
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    if path.suffix.lower() == ".npy":
-        tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # renamed at the end: never half files
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
         np.save(tmp, frames)
-        tmp.rename(path)
-        return path
-    from genie.data.video import VideoWriter
+    elif suffix == ".gif":
+        from PIL import Image
 
-    with VideoWriter(path, fps=fps) as writer:
-        for frame in frames:
-            writer.write(frame)
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
+                       duration=round(1000 / fps))
+    else:
+        from genie.data.video import VideoWriter
+
+        with VideoWriter(path, fps=fps) as writer:
+            for frame in frames:
+                writer.write(frame)
+        return path
+    tmp.rename(path)
+    return path
+
+
+def save_recipe(path: str | Path, world, *, prompt: str | None, prompt_frames: int,
+                actions: list[int], seed: int, **extra) -> Path:
+    """The JSON beside a clip: everything needed to generate it again."""
+    from genie import __version__
+
+    recipe = {"world": str(Path(world.folder).resolve()) if world.folder else None,
+              "prompt": prompt, "prompt_frames": prompt_frames, "actions": actions,
+              "seed": seed, "sampler": asdict(world.sampler.settings),
+              "genie_version": __version__, **extra}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(recipe, indent=2) + "\n")
+    tmp.rename(path)
     return path

@@ -31,7 +31,7 @@ def prompt_files(tiny_world, tmp_path_factory):
 @pytest.mark.parametrize("prompt", ["frame.png", "clip.mp4"])
 def test_generate_from_files(tiny_world, prompt_files, tmp_path, prompt):
     out = tmp_path / "out.npy"
-    assert generate(tiny_world, "--prompt", prompt_files / prompt, "--actions", "1,2x3",
+    assert generate(tiny_world, "--prompt", prompt_files / prompt, "--actions", "0,2x3",
                     "--out", out, "--scale", 1) == 0
     frames = np.load(out)
     prompt_len = 1 if prompt.endswith(".png") else 4
@@ -53,7 +53,9 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
 @pytest.mark.parametrize(("args", "message"), [
     (["--prompt", "missing.png"], "prompt missing.png does not exist"),
     (["--prompt", "{dir}/broken.png"], "could not be read"),
-    (["--actions", "1,99"], "actions are 1.."),
+    (["--actions", "1,99"], "actions are 0..7"),
+    (["--actions-from", "missing.mp4"], "prompt missing.mp4 does not exist"),
+    (["--prompt", "{dir}/frame.png", "--side-by-side"], "needs the real continuation"),
     (["--actions", "left"], "is not an action number"),
 ])
 def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys, args, message):
@@ -64,7 +66,34 @@ def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys,
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_parse_actions_is_one_based_with_repeats():
-    assert parse_actions("1,3x2, 8", 8) == [0, 2, 2, 7]
+def test_parse_actions_is_zero_based_with_repeats():
+    assert parse_actions("0,3x2, 7", 8) == [0, 3, 3, 7]
     with pytest.raises(GenieError):
-        parse_actions("0", 8)
+        parse_actions("8", 8)
+
+
+def test_side_by_side_from_the_prompt_video_with_its_own_actions(tiny_world, coinrun_dataset,
+                                                                 tmp_path):
+    import json
+
+    from PIL import Image
+
+    out = tmp_path / "cmp.mp4"
+    spec = f"{coinrun_dataset}:0"
+    assert generate(tiny_world, "--prompt", spec, "--prompt-frames", 2, "--actions-from", spec,
+                    "--frames", 5, "--side-by-side", "--gif", "-o", out, "--scale", 1,
+                    "--seed", 3) == 0
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["prompt"] == spec and recipe["seed"] == 3 and recipe["prompt_frames"] == 2
+    assert len(recipe["actions"]) == 5 and recipe["sampler"]["steps"] >= 1
+    gif = Image.open(out.with_suffix(".gif"))
+    assert gif.size == (64 * 2 + 2, 64) and gif.is_animated  # real | bar | generated
+    # The recipe reproduces the clip: same actions, same seed, same frames.
+    again = tmp_path / "again.npy"
+    actions = ",".join(map(str, recipe["actions"]))
+    assert generate(tiny_world, "--prompt", spec, "--prompt-frames", 2, "--actions", actions,
+                    "--seed", 3, "-o", again, "--scale", 1) == 0
+    first = tmp_path / "first.npy"
+    assert generate(tiny_world, "--prompt", spec, "--prompt-frames", 2, "--actions-from", spec,
+                    "--frames", 5, "--seed", 3, "-o", first, "--scale", 1) == 0
+    assert np.array_equal(np.load(again), np.load(first))
