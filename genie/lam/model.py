@@ -67,6 +67,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
     the pooled action features before quantization (`action_dropout`), and an entropy term
     (`entropy_weight`) that spreads the batch's soft code assignment over the K codes.
 
+    `window` bands temporal attention to the W most recent frames (set to the training clip
+    length): the actions of a long video are then read as they were in training, and coding a
+    dataset in chunks needs only W-1 warm-up frames per encoder layer.
+
     `forward(batch)` returns `(loss, logs)` for the training engine. Infer actions in eval
     mode: in training mode dropout is applied and the quantizer counts usage and restarts.
     """
@@ -87,6 +91,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         restart_after: int = 100,
         action_dropout: float = 0.1,
         entropy_weight: float = 0.0,
+        window: int | None = None,
     ):
         super().__init__()
         if height % patch or width % patch:
@@ -115,7 +120,7 @@ class LatentActionModel(ModelMixin, ConfigMixin):
     def action_features(self, frames_u8: Tensor) -> Tensor:
         """Frames (B, T, H, W, 3) -> pre-quantization action features (B, T-1, D)."""
         x = self.enc_in(patchify(to_unit(frames_u8), self.config.patch))  # (B, T, N, D)
-        x = self.encoder(self.enc_pos(x))
+        x = self.encoder(self.enc_pos(x), window=self.config.window)
         # Transition t -> t+1 is read from how the features of frame t+1 (causal: they have seen
         # frames <= t+1) differ from those of frame t. What did not change cancels, so the
         # codes start out describing the change rather than the scene.
@@ -149,7 +154,8 @@ class LatentActionModel(ModelMixin, ConfigMixin):
         of frames 1..t in [-1, 1] (B, t, H, W, 3): position i is frame i+1 from frames <= i."""
         p = self.config.patch
         past = patchify(to_unit(frames_u8), p)  # (B, t, N, p*p*3)
-        x = self.decoder(self.dec_pos(self.dec_in(past)), cond=action_emb)  # (B, t, N, D)
+        x = self.decoder(self.dec_pos(self.dec_in(past)), cond=action_emb,
+                         window=self.config.window)  # (B, t, N, D)
         return unpatchify(past + self.patch_out(x), p, *self.grid)
 
     @torch.no_grad()

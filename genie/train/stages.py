@@ -130,4 +130,4 @@ def train_lam(config: Config, data: str | Path, out: str | Path, *, resume: bool
         raise GenieError("lam.train.seq_len must be at least 2: an action is a transition "
                          "between two frames")
     return _train_stage("lam", LatentActionModel, config, data, out, resume=resume, init=init,
-                        device=device)
+                        device=device, windowed=True)

@@ -128,3 +128,20 @@ def test_entropy_term_only_when_asked():
 def test_resolution_must_fit_patches():
     with pytest.raises(ValueError, match="do not split into 4px patches"):
         model(height=18)
+
+
+def test_window_bounds_what_an_action_depends_on():
+    """With window W, transition t -> t+1 depends only on frames t+1-depth*(W-1) .. t+1 (the
+    band, stacked over the encoder's layers): a long video gives the same action features as
+    short clips cut from it, which is what lets a dataset be coded in chunks."""
+    lam = model(window=3).eval()
+    frames = clip(t=10)
+    seen = TINY["encoder_depth"] * (3 - 1) + 1  # frames up to and including t+1
+    with torch.no_grad():
+        whole = lam.action_features(frames)  # (2, 9, D)
+        for t in range(seen - 1, 9):
+            part = lam.action_features(frames[:, t + 2 - seen - 1:t + 2])[:, -1]
+            assert torch.allclose(whole[:, t], part, atol=1e-5)
+        # Without the band the earliest frames still matter.
+        unbanded = model().eval().action_features(frames)
+        assert not torch.allclose(whole[:, -1], unbanded[:, -1], atol=1e-3)
