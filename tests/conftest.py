@@ -1,4 +1,4 @@
-"""Suite-wide settings and the shared CoinRun fixtures.
+"""Suite-wide settings, the shared CoinRun fixtures and one tiny trained world.
 
 One compute thread per test process: the suite runs as two pytest-xdist workers on two
 cores, and letting each start several torch/OpenMP threads oversubscribes the cores and makes
@@ -14,6 +14,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from genie.cli import main  # noqa: E402
 from genie.data.prepare import PrepareSettings, prepare  # noqa: E402
 from genie.data.record import RecordSettings, record  # noqa: E402
 
@@ -36,4 +37,14 @@ def coinrun_dataset(tmp_path_factory, coinrun_raw) -> Path:
     out = tmp_path_factory.mktemp("coinrun") / "dataset"
     prepare(coinrun_raw, out, PrepareSettings(val_fraction=0.25), workers=1, progress=False,
             log=lambda msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(coinrun_dataset, tmp_path_factory) -> Path:
+    """One world trained in seconds with the test preset, shared by world and play tests."""
+    out = tmp_path_factory.mktemp("worlds") / "w"
+    code = main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+                 str(out), "--device", "cpu"])
+    assert code == 0
     return out
