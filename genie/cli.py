@@ -211,6 +211,36 @@ def _eval_lam(args: argparse.Namespace) -> None:
     _save_json(args.json, result)
 
 
+def _eval_world(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from genie.eval.report import write_report
+    from genie.eval.world import EvalSettings, evaluate_world
+
+    _setup_compute(args)
+    settings = EvalSettings(split=args.split, context=args.context, horizon=args.horizon,
+                            clips=args.clips, seed=args.seed, drift_steps=args.drift_steps,
+                            drift_clips=args.drift_clips, batch=args.batch)
+    sampler = {k: v for k, v in (("steps", args.sampling_steps),
+                                 ("temperature", args.temperature)) if v is not None}
+    result = evaluate_world(args.world, args.data, settings, device=args.device,
+                            sampler=sampler, progress=not args.quiet)
+    out = args.out or Path(args.world) / "eval"
+    report = write_report(result, out)
+    m = result.metrics
+    i = min(4, len(m["horizons"])) - 1
+    psnr = {way: f"{values[i]:.2f}" for way, values in m["psnr"].items()}
+    _say_once(f"world on {m['clips']} clips, PSNR at h={i + 1}: inferred {psnr['inferred']}, "
+              f"random {psnr['random']}, copy {psnr['copy']}, ceiling {psnr['ceiling']} dB; "
+              f"ΔtPSNR({i + 1}) {m['delta_psnr'][i]:+.2f} dB\nreport: {report}")
+
+
+def _eval_compare(args: argparse.Namespace) -> None:
+    from genie.eval.report import compare_table
+
+    print(compare_table(args.dirs))
+
+
 def _add_train(sub) -> None:
     tsub = _group(sub, "train", "train the tokenizer, LAM, dynamics or a whole world", "STAGE")
     tok = tsub.add_parser(
@@ -401,6 +431,51 @@ def _add_eval(sub) -> None:
     _add_eval_args(lam, seq_len=8)
     lam.add_argument("--seed", type=int, default=0, help="seed of the random actions")
     lam.set_defaults(func=_eval_lam)
+    _add_eval_world(esub)
+
+
+def _add_eval_world(esub) -> None:
+    world = esub.add_parser(
+        "world", help="prediction quality, drift and action meaning of a world",
+        description="Prompt the world with C real frames of held-out clips and generate H "
+        "frames with the latent actions the LAM infers from the real continuation, with random "
+        "ones, and by copying the last frame: PSNR/SSIM per horizon against the real frames, "
+        "ΔtPSNR = inferred - random, and the tokenizer's reconstruction as the ceiling. Then "
+        "drift of long random rollouts against the range of real video, and agreement of the "
+        "latent actions with true ones. Writes metrics.json, report.md, plots and videos.",
+    )
+    world.add_argument("--world", required=True, help="world folder")
+    world.add_argument("--data", required=True, help="prepared dataset of the world's size")
+    world.add_argument("--split", default="val", help="dataset split (default: val)")
+    world.add_argument("--context", type=_positive_int,
+                       help="real prompt frames (default: 4, at most the world's context)")
+    world.add_argument("--horizon", type=int, default=16,
+                       help="frames generated after the prompt (default: 16)")
+    world.add_argument("--clips", type=_positive_int, default=64,
+                       help="held-out clips, spread over the episodes (default: 64)")
+    world.add_argument("--seed", type=int, default=0,
+                       help="seed of clip choice, actions and sampling (default: 0)")
+    world.add_argument("--out", help="output folder (default: WORLD/eval)")
+    world.add_argument("--drift-steps", type=int, default=256,
+                       help="frames per drift rollout; 0 skips drift (default: 256)")
+    world.add_argument("--drift-clips", type=_positive_int, default=4,
+                       help="drift rollouts (default: 4)")
+    world.add_argument("--batch", type=_positive_int, default=32,
+                       help="clips rolled out at once; lower it to save memory (default: 32)")
+    world.add_argument("--sampling-steps", type=_positive_int,
+                       help="override the world's sampling steps per frame")
+    world.add_argument("--temperature", type=float, help="override the sampling temperature")
+    world.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_compute_args(world)
+    world.set_defaults(func=_eval_world)
+    compare = esub.add_parser(
+        "compare", help="several world evaluations side by side",
+        description="Print a table of the main numbers (PSNR per way at a few horizons, "
+        "ΔtPSNR(4), drift steps, NMI) of folders written by genie eval world.",
+    )
+    compare.add_argument("dirs", nargs="+", metavar="DIR",
+                         help="evaluation folders (or world folders holding eval/)")
+    compare.set_defaults(func=_eval_compare)
 
 
 def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
