@@ -206,6 +206,42 @@ def bench_world(args, work: Path) -> list[dict]:
 
 SUITES = {"data": bench_data, "train": bench_train, "world": bench_world}
 
+def bench_eval(args, work: Path) -> list[dict]:
+    """`genie eval world` at its defaults on the tiny preset (untrained weights: a step costs
+    the same): 64 clips x 16 horizons rolled out with inferred and random actions, then 4 drift
+    rollouts of 256 frames. Clips/s of the prediction part, and each part's seconds."""
+    from genie.eval.clips import real_stretches, select_clips
+    from genie.eval.drift import measure_drift
+    from genie.eval.world import TokenizedWorld, score_horizons
+
+    raw, data = work / "raw", work / "ds"
+    genie("data", "record", "coinrun", "--out", str(raw), "--episodes", "16", "--max-steps",
+          "300", "--seed", "0", "--workers", str(args.workers))
+    genie("data", "prepare", str(raw), "--out", str(data), "--val-fraction", "0.25",
+          "--workers", str(args.workers))
+    world = TokenizedWorld(tiny_world(args.world), batch=32)
+    context, horizon = min(4, world.context), 16
+    clips = select_clips(data, "val", context + horizon, 64, seed=0)
+    start = time.perf_counter()
+    score_horizons(world, clips, context, horizon, seed=0, batch=32, progress=False)
+    predict = time.perf_counter() - start
+    rows = [{"what": f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
+             "seconds": predict, "clips_per_s": len(clips) / predict,
+             "ms_per_generated_frame": predict / (2 * len(clips) * horizon) * 1e3}]
+    start = time.perf_counter()
+    stretches = real_stretches(data, "val", context + 256, max_frames=2048)
+    measure_drift(world, clips.frames[:4, :context], stretches, context, 256, seed=0, batch=32,
+                  progress=False)
+    drift = time.perf_counter() - start
+    rows.append({"what": "drift: 4 rollouts x 256 frames, real range", "seconds": drift,
+                 "clips_per_s": 4 / drift, "ms_per_generated_frame": drift / (4 * 256) * 1e3})
+    rows.append({"what": "both", "seconds": predict + drift, "clips_per_s": len(clips) /
+                 (predict + drift), "ms_per_generated_frame": 0.0})
+    return rows
+
+
+SUITES["eval"] = bench_eval
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
