@@ -491,6 +491,79 @@ def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
     _add_compute_args(parser)
 
 
+# ----------------------------------------------------------------------------------- play
+
+
+def _play(args: argparse.Namespace) -> None:
+    from genie.play.launch import play
+
+    _setup_compute(args)
+    summary = play(world=args.world, prompt=args.prompt, replay=args.replay, scale=args.scale,
+                   fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
+                   seed=args.seed, headless=args.headless, steps=args.steps,
+                   actions=args.actions, device=args.device)
+    if args.headless:
+        print(summary.line())
+    for path in summary.recorded:
+        print(f"recorded {path}")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from genie.play.calibrate import calibrate, format_calibration
+
+    _setup_compute(args)
+    print(format_calibration(calibrate(args.world, args.data, clips=args.clips,
+                                       device=args.device)))
+
+
+def _add_play(sub) -> None:
+    play = sub.add_parser(
+        "play", help="play a world with the keyboard (or replay a dataset)",
+        description="Open a window on a world: keys 1-8 pick latent actions, arrows/WASD/space "
+        "follow the world's key map (genie calibrate), R resets, Backspace undoes, P pauses, N "
+        "takes the next prompt, S saves a screenshot, V records, H shows all keys, Esc quits. "
+        "The side panel previews what each action would do. --headless runs the same loop "
+        "without a window and prints the speed.",
+    )
+    play.add_argument("--world", help="world folder (default: the world shipped with genie)")
+    play.add_argument("--prompt", help="image, video, .npy clip or DATASET[:EPISODE] to start "
+                      "from (default: the world's prompts/)")
+    play.add_argument("--replay", metavar="DATASET[:EPISODE]",
+                      help="step through recorded episodes instead of a world")
+    play.add_argument("--scale", type=_positive_int, default=8,
+                      help="window pixels per frame pixel (default: 8)")
+    play.add_argument("--fps-cap", type=float,
+                      help="at most this many steps a second (default: 15; headless: none)")
+    play.add_argument("--record", metavar="OUT.mp4", help="record from the start into this mp4")
+    play.add_argument("--no-previews", action="store_true",
+                      help="do not compute what each action would do")
+    play.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    play.add_argument("--headless", action="store_true",
+                      help="no window: run --steps scripted steps and print the speed")
+    play.add_argument("--steps", type=_positive_int,
+                      help="frames to generate headless (default: 64)")
+    play.add_argument("--actions", default="random",
+                      help="headless actions: random, or 0-based latent actions such as 0,1,2 "
+                      "(repeated in turn; default: random)")
+    _add_compute_args(play)
+    play.set_defaults(func=_play)
+
+    cal = sub.add_parser(
+        "calibrate", help="name a world's latent actions and map keys to them",
+        description="With a dataset that has true actions (recorded games): match each true "
+        "action to the latent action most associated with it (lift of P(latent|true) over the "
+        "latent's base rate), name latent actions after their true action and bind arrows, "
+        "WASD and space to LEFT, RIGHT, UP, DOWN and jump. Without true actions: order latent "
+        "actions by how much they change the picture. Writes world.json; prints the mapping.",
+    )
+    cal.add_argument("--world", required=True, help="world folder to calibrate (updated)")
+    cal.add_argument("--data", required=True, help="prepared dataset of the world's size")
+    cal.add_argument("--clips", type=_positive_int,
+                     help="at most this many clips, spread evenly (default: all)")
+    _add_compute_args(cal)
+    cal.set_defaults(func=_calibrate)
+
+
 # ----------------------------------------------------------------------------------- main
 
 
@@ -507,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_generate(sub)
+    _add_play(sub)
     return parser
 
 

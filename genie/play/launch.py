@@ -1,0 +1,129 @@
+"""`genie play`: from command-line choices to a running session (a world or a replay).
+
+Everything a user can get wrong is checked before the window opens (no display, no world, a
+prompt that cannot be read), each as one GenieError sentence with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from genie.errors import GenieError
+
+DEFAULT_WORLD = Path(__file__).resolve().parents[1] / "worlds" / "coinrun-tiny"
+
+
+def check_display(headless: bool) -> None:
+    """Headless runs get SDL's dummy driver; a window on Linux needs an X or Wayland display."""
+    if headless:
+        os.environ["SDL_VIDEODRIVER"] = "dummy"  # before pygame opens its display
+        return
+    if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        raise GenieError("there is no display to open a window on (DISPLAY and WAYLAND_DISPLAY "
+                         "are unset): run `genie play --headless --steps 100 --record play.mp4` "
+                         "instead, or play on a machine with a screen")
+
+
+def default_world() -> Path:
+    """The world shipped with genie, or an error that says how to make one."""
+    if not (DEFAULT_WORLD / "world.json").exists():
+        raise GenieError("no --world given and no default world is installed (genie/worlds/"
+                         "coinrun-tiny): train one with `genie train world --config tiny --data "
+                         "DATASET --out W`, then `genie play --world W`")
+    return DEFAULT_WORLD
+
+
+def world_prompts(world, spec: str | None) -> list:
+    """What N cycles through: the --prompt (checked now), then the world's prompts/ files."""
+    from genie.play.app import Prompt
+    from genie.prompts import load_prompt
+
+    def loader(source):
+        return lambda: load_prompt(source, world.size, world.context, world.prompt_files())
+
+    prompts = []
+    if spec is not None:
+        loader(spec)()  # a bad --prompt fails here, before any window opens
+        prompts.append(Prompt(Path(spec.rstrip("/")).name or spec, loader(spec)))
+    for path in world.prompt_files():
+        prompts.append(Prompt(path.stem, loader(path)))
+    if not prompts:
+        raise GenieError(f"world {world.folder} has no prompts/ folder: give --prompt with an "
+                         "image, a video, a .npy clip or DATASET[:EPISODE]")
+    return prompts
+
+
+def script_actions(text: str, steps: int, num_actions: int, seed: int) -> list[int]:
+    """Headless actions: 'random' (held a few steps each) or '0,1,2' (0-based, cycled)."""
+    if text == "random":
+        from genie.generate import random_actions
+
+        return random_actions(steps, num_actions, seed)
+    try:
+        cycle = [int(a) for a in text.replace(" ", "").split(",") if a]
+    except ValueError:
+        cycle = []
+    if not cycle or not all(0 <= a < num_actions for a in cycle):
+        raise GenieError(f"--actions {text!r}: give 'random' or latent actions 0..{num_actions - 1}"
+                         " separated by commas (e.g. 0,1,2; they repeat in turn)")
+    return [cycle[i % len(cycle)] for i in range(steps)]
+
+
+def _replay(spec: str):
+    from genie.play.app import Prompt
+    from genie.play.replay import ReplayWorld
+
+    head, sep, tail = spec.rpartition(":")
+    path, first = (head, int(tail)) if sep and tail.isdigit() else (spec, 0)
+    env = ReplayWorld(path)
+    if not 0 <= first < len(env.episodes):
+        raise GenieError(f"dataset {path} has {len(env.episodes)} {env.split} episodes: episode "
+                         f"{first} does not exist (give 0..{len(env.episodes) - 1})")
+    prompts = [Prompt(f"episode {e}", lambda e=e: e) for e in env.prompts(first)]
+    return env, prompts, f"replay {Path(path).name}"
+
+
+def play(*, world: str | None = None, prompt: str | None = None, replay: str | None = None,
+         scale: int = 8, fps_cap: float | None = None, record: str | None = None,
+         previews: bool = True, seed: int = 0, headless: bool = False,
+         steps: int | None = None, actions: str = "random", device: str = "auto"):
+    """Open a play session (or run one headless) and return its Summary when it ends."""
+    check_display(headless)
+    if replay is not None:
+        if world is not None or prompt is not None:
+            raise GenieError("--replay shows recorded frames and needs neither --world nor "
+                             "--prompt: leave them out")
+        env, prompts, title = _replay(replay)
+    else:
+        import genie
+
+        path = Path(world) if world is not None else default_world()
+        env = genie.load(path, device=device)
+        prompts = world_prompts(env, prompt)
+        title = path.resolve().name
+    script = None
+    if headless:
+        script = script_actions(actions, steps or 64, env.num_actions, seed)
+    elif steps is not None:
+        raise GenieError("--steps counts frames of a --headless run: add --headless, or leave "
+                         "--steps out to play")
+    import pygame
+
+    from genie.play.app import App
+
+    fps = fps_cap if fps_cap is not None else (None if headless else 15.0)
+    app = App(env, prompts, title=title, scale=scale, fps_cap=fps, previews=previews,
+              seed=seed, record=record, script=script)
+    try:
+        app.open()
+    except pygame.error as e:
+        pygame.display.quit()
+        raise GenieError(f"could not open a window ({e}): run with --headless instead") from e
+    summary = app.run()
+    if headless and summary.failures:  # a window shows failures; a script must not hide them
+        raise GenieError(f"the headless run stopped after {summary.frames} frames: "
+                         f"{summary.failures[0]}")
+    return summary

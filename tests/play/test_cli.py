@@ -1,0 +1,116 @@
+"""`genie play` and `genie calibrate` from the command line: end to end, and every user error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import av
+import numpy as np
+import pytest
+
+import genie
+from genie.cli import main
+from genie.play import launch
+from genie.play.calibrate import default_key_map, match_actions
+
+
+def one_line_error(capsys, message: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genie: error:") and message in err and "\n" not in err, err
+
+
+def test_headless_play_records_and_reports(tiny_world, tmp_path, capsys):
+    out = tmp_path / "play.mp4"
+    assert main(["play", "--world", str(tiny_world), "--headless", "--steps", "5", "--actions",
+                 "0,3", "--record", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("5 frames in ") and "ms/frame" in printed and "fps" in printed
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 1 + 5  # the start frame + 5 steps
+
+
+def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
+    assert main(["play", "--replay", f"{coinrun_dataset}:0", "--headless", "--steps", "3"]) == 0
+    assert capsys.readouterr().out.startswith("3 frames in ")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--world", "{tmp}/nowhere"], "is not a world (no world.json)"),
+    (["--world", "{world}", "--prompt", "{tmp}/missing.png"], "does not exist"),
+    (["--world", "{world}", "--steps", "3"], "--steps counts frames of a --headless run"),
+    (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
+    (["--replay", "{tmp}/nowhere"], "does not exist"),
+])
+def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]
+    assert main(["play", *args, "--device", "cpu"]) == 2
+    one_line_error(capsys, message)
+
+
+def test_no_world_says_how_to_train_one(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(launch, "DEFAULT_WORLD", tmp_path / "coinrun-tiny")
+    assert main(["play", "--headless"]) == 2
+    one_line_error(capsys, "genie train world --config tiny --data DATASET --out W")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="display check is Linux-only")
+def test_no_display_points_to_headless(monkeypatch, tiny_world, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["play", "--world", str(tiny_world)]) == 2
+    one_line_error(capsys, "genie play --headless")
+
+
+def test_lift_matches_actions_a_busy_latent_does_not_take_them_all():
+    names = ["LEFT", "NOOP", "RIGHT", "RIGHT+UP"]
+    counts = np.array([  # latent 0 is everywhere; 1 and 2 are rarer but specific
+        [40, 50, 40, 30],
+        [30, 2, 1, 1],
+        [1, 2, 30, 3],
+        [0, 0, 0, 0],  # never used
+    ])
+    latent_names, best = match_actions(counts, names)
+    assert best == {"LEFT": 1, "NOOP": 0, "RIGHT": 2, "RIGHT+UP": 0}  # argmax count: all 0
+    assert latent_names == ["NOOP", "LEFT", "RIGHT", "action 4"]
+    assert default_key_map(best) == {"left": 1, "a": 1, "right": 2, "d": 2, "space": 0}
+
+
+def test_calibrate_writes_names_and_keys_and_keeps_the_rest(tiny_world, coinrun_dataset,
+                                                            tmp_path, capsys):
+    world = tmp_path / "w"
+    shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns("runs"))
+    before = json.loads((world / "world.json").read_text())
+    assert main(["calibrate", "--world", str(world), "--data", str(coinrun_dataset),
+                 "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "log lift" in printed and "key map:" in printed
+    after = json.loads((world / "world.json").read_text())
+    written = ("action_names", "key_map", "calibration")
+    assert {k: v for k, v in after.items() if k not in written} == \
+        {k: v for k, v in before.items() if k not in written}
+    assert after["calibration"]["method"] == "true actions"
+    assert set(after["key_map"]) == {"left", "a", "right", "d", "up", "w", "down", "s", "space"}
+    assert all(0 <= a < 8 for a in after["key_map"].values())
+    known = {"LEFT+DOWN", "LEFT", "LEFT+UP", "DOWN", "NOOP", "UP", "RIGHT+DOWN", "RIGHT",
+             "RIGHT+UP"}
+    assert all(n.split(" (")[0] in known or n.startswith("action ") for n in after["action_names"])
+    loaded = genie.load(world, device="cpu")
+    assert loaded.key_map == after["key_map"] and loaded.action_names == after["action_names"]
+    assert not (world / "world.json.tmp").exists()
+
+
+def test_calibrate_without_true_actions_orders_by_motion(tiny_world, coinrun_dataset, tmp_path,
+                                                         capsys):
+    world, data = tmp_path / "w", tmp_path / "ds"
+    shutil.copytree(tiny_world, world, ignore=shutil.ignore_patterns("runs"))
+    shutil.copytree(coinrun_dataset, data, ignore=shutil.ignore_patterns("*.actions.npy"))
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps(meta | {"has_actions": False}))
+    assert main(["calibrate", "--world", str(world), "--data", str(data), "--device",
+                 "cpu"]) == 0
+    assert "ordered by the pixel change" in capsys.readouterr().out
+    after = json.loads((world / "world.json").read_text())
+    assert sorted(after["action_names"]) == sorted(f"action {i}" for i in range(1, 9))
+    assert after["key_map"] == {} and after["calibration"]["method"] == "motion"
