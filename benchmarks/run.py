@@ -7,7 +7,8 @@ Each figure is measured end to end from the command line, start-up included, the
 runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
 the real training step in fp32 and bf16, its FLOPs counted with torch's FlopCounterMode, as a
 fraction of this machine's measured matrix-product rates); world (ms per generated frame at a
-full context with the KV caches on and off, FLOPs per frame, batched action previews).
+full context with the KV caches on and off, FLOPs per frame, batched action previews); play (the
+play loop headless, previews on and off: frame rate and key-to-frame latency).
 """
 
 from __future__ import annotations
@@ -204,7 +205,55 @@ def bench_world(args, work: Path) -> list[dict]:
     return rows
 
 
-SUITES = {"data": bench_data, "train": bench_train, "world": bench_world}
+def bench_play(args, work: Path) -> list[dict]:
+    """The play loop (SDL dummy driver) with previews on and off, for three kinds of player."""
+    import numpy as np
+
+    os.environ["SDL_VIDEODRIVER"] = "dummy"
+    import pygame
+
+    from genie.play.app import App, Prompt
+
+    world = tiny_world(args.world)
+    h, w = world.size
+    prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    taps = rng.uniform(0.1, 0.8, 20)  # seconds between key presses of an irregular player
+    players = [("keys as fast as frames come", None, 40),
+               ("one key every 0.25 s", 4.0, 20),
+               ("irregular taps, 0.1-0.8 s apart", "taps", len(taps))]
+    rows = []
+    for name, pace, steps in players:
+        for previews in (False, True):
+            script = None if pace == "taps" else [i % world.num_actions for i in range(steps)]
+            app = App(world, [Prompt("", lambda: prompt)], previews=previews, script=script,
+                      fps_cap=None if pace == "taps" else pace, capture_dir=work).open()
+            while app.frame is None:
+                app.tick()
+            if pace == "taps":  # real key events, as a keyboard would post them
+                next_tap, done = time.perf_counter(), 0
+                while len(app.compute_ms) < steps:
+                    if done < steps and time.perf_counter() >= next_tap:
+                        key = pygame.K_1 + done % min(world.num_actions, 8)
+                        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0))
+                        pygame.event.post(pygame.event.Event(pygame.KEYUP, key=key, mod=0))
+                        next_tap += taps[done]
+                        done += 1
+                    app.tick()
+                app.close()
+                summary = app.summary()
+            else:
+                summary = app.run()
+            lat = np.array(app.latency_ms)
+            rows.append({"player": name, "previews": "on" if previews else "off",
+                         "frames": summary.frames, "fps": summary.fps,
+                         "ms_per_frame": summary.compute_ms, "latency_ms": float(lat.mean()),
+                         "latency_p95_ms": float(np.percentile(lat, 95)),
+                         "preview_batches": summary.previews})
+    return rows
+
+
+SUITES = {"data": bench_data, "train": bench_train, "world": bench_world, "play": bench_play}
 
 def bench_eval(args, work: Path) -> list[dict]:
     """`genie eval world` at its defaults on the tiny preset (untrained weights: a step costs
@@ -248,8 +297,8 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--episodes", type=int, default=200, help="CoinRun episodes to record")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--world", help="world folder for the world suite (default: the tiny "
-                        "preset with untrained weights)")
+    parser.add_argument("--world", help="world folder for the world and play suites (default: "
+                        "the tiny preset with untrained weights)")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
