@@ -92,6 +92,9 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
          steps: int | None = None, actions: str = "random", device: str = "auto"):
     """Open a play session (or run one headless) and return its Summary when it ends."""
     check_display(headless)
+    if fps_cap is not None and fps_cap <= 0:
+        raise GenieError(f"--fps-cap {fps_cap:g}: give a number of steps a second above 0, or "
+                         "leave it out")
     if replay is not None:
         if world is not None or prompt is not None:
             raise GenieError("--replay shows recorded frames and needs neither --world nor "

@@ -42,6 +42,7 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
     (["--world", "{world}", "--steps", "3"], "--steps counts frames of a --headless run"),
     (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
     (["--replay", "{tmp}/nowhere"], "does not exist"),
+    (["--world", "{world}", "--fps-cap", "0"], "--fps-cap 0: give a number"),
 ])
 def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]
