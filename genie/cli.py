@@ -337,14 +337,14 @@ def _generate(args: argparse.Namespace) -> None:
                                                   ("temperature", args.temperature))
                                 if v is not None})
     context = min(args.prompt_frames or world.context, world.context)
-    source = load_prompt(args.prompt, world.size, context + (args.frames or 10**6),
+    source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
                          world.prompt_files()) if args.side_by_side else None
     prompt = source[:context] if source is not None else \
         load_prompt(args.prompt, world.size, context, world.prompt_files())
     if args.actions:
         actions = gen.parse_actions(args.actions, world.num_actions)
     elif args.actions_from:
-        video = load_prompt(args.actions_from, world.size, 10**6)
+        video = load_prompt(args.actions_from, world.size, None)
         # The prompt's own video: its actions from the prompt's last frame on.
         skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
         actions = gen.actions_from_video(world, video)[skip:]

@@ -20,9 +20,9 @@ from genie.errors import GenieError
 IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def load_prompt(spec: str | Path | None, size: tuple[int, int], frames: int,
+def load_prompt(spec: str | Path | None, size: tuple[int, int], frames: int | None,
                 world_prompts: list[Path] = ()) -> np.ndarray:
-    """The first `frames` frames (t <= frames, t >= 1) of `spec`, as uint8 (t, H, W, 3)."""
+    """The first `frames` frames (all when None) of `spec`, as uint8 (t, H, W, 3), t >= 1."""
     if spec is None:
         if not world_prompts:
             raise GenieError("this world has no prompts/ folder: give --prompt FILE or DATASET")
@@ -38,7 +38,7 @@ def load_prompt(spec: str | Path | None, size: tuple[int, int], frames: int,
     return _resize(clip[:frames], size)
 
 
-def _read(spec: str, size: tuple[int, int], frames: int) -> np.ndarray:
+def _read(spec: str, size: tuple[int, int], frames: int | None) -> np.ndarray:
     path, _, episode = spec.rpartition(":") if _is_dataset_spec(spec) else (spec, "", "")
     path = Path(path).expanduser()
     if path.is_dir():
@@ -80,7 +80,7 @@ def dataset_episode(path: Path, episode: int, frames: int | None = None,
     return np.array(shard[ep["offset"]: ep["offset"] + n])
 
 
-def _video_frames(path: Path, size: tuple[int, int], frames: int) -> np.ndarray:
+def _video_frames(path: Path, size: tuple[int, int], frames: int | None) -> np.ndarray:
     import av
 
     from genie.data.video import read_frames
