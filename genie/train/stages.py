@@ -63,8 +63,10 @@ def _from_checkpoint(cls, run_json: Path, checkpoint: Path):
 def init_from(model, path: str | Path, part: str) -> None:
     """Start `model` from the weights of another run or world (fine-tuning)."""
     source = load_model(type(model), path, part)
-    mine = {k: v for k, v in model.config.items() if not k.startswith("_")}
-    theirs = {k: v for k, v in source.config.items() if not k.startswith("_")}
+    # Regularisers that shape training but not the weights may change between runs.
+    free = getattr(type(model), "training_only_config", ())
+    mine = {k: v for k, v in model.config.items() if not k.startswith("_") and k not in free}
+    theirs = {k: v for k, v in source.config.items() if not k.startswith("_") and k not in free}
     if mine != theirs:
         diffs = ", ".join(f"{k} {theirs.get(k)} vs {mine.get(k)}" for k in sorted(mine)
                           if mine.get(k) != theirs.get(k))

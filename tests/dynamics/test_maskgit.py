@@ -109,6 +109,18 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(*frames)
 
 
+def test_init_from_carries_weights_across_a_change_of_regulariser(tmp_path):
+    from genie.train.stages import init_from
+
+    tiny_model().save_pretrained(tmp_path / "dyn")
+    tuned = tiny_model(seed=1, context_noise=0.1)  # fine-tuning with context noise is allowed
+    init_from(tuned, tmp_path / "dyn", "dynamics")
+    tokens, actions = clip()
+    assert torch.equal(tuned.eval().logits(tokens, actions), tiny_model().logits(tokens, actions))
+    with pytest.raises(GenieError, match="dim 32 vs 48"):  # an architecture change is not
+        init_from(tiny_model(dim=48), tmp_path / "dyn", "dynamics")
+
+
 def test_seeded_training_step_and_sampling_are_deterministic():
     def one_step() -> tuple[torch.Tensor, float]:
         torch.manual_seed(3)

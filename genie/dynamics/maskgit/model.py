@@ -41,6 +41,8 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
     is banded to `context` frames, the same window the cache keeps at sampling time.
     """
 
+    training_only_config = ("context_noise",)
+
     @register_to_config
     def __init__(
         self,
