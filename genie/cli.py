@@ -216,16 +216,20 @@ def _eval_world(args: argparse.Namespace) -> None:
 
     from genie.eval.report import write_report
     from genie.eval.world import EvalSettings, evaluate_world
+    from genie.worlds import default_world
 
     _setup_compute(args)
+    # The shipped world's folder belongs to the installed package: its report goes here instead.
+    out = args.out or (Path(args.world) / "eval" if args.world else Path("eval") / "coinrun-tiny")
+    args.world = args.world or str(default_world())
     settings = EvalSettings(split=args.split, context=args.context, horizon=args.horizon,
                             clips=args.clips, seed=args.seed, drift_steps=args.drift_steps,
-                            drift_clips=args.drift_clips, batch=args.batch)
+                            drift_clips=args.drift_clips, batch=args.batch,
+                            preview_prompts=args.preview_prompts)
     sampler = {k: v for k, v in (("steps", args.sampling_steps),
                                  ("temperature", args.temperature)) if v is not None}
     result = evaluate_world(args.world, args.data, settings, device=args.device,
                             sampler=sampler, progress=not args.quiet)
-    out = args.out or Path(args.world) / "eval"
     report = write_report(result, out)
     m = result.metrics
     i = min(4, len(m["horizons"])) - 1
@@ -330,9 +334,10 @@ def _generate(args: argparse.Namespace) -> None:
     import genie
     from genie import generate as gen
     from genie.prompts import load_prompt
+    from genie.worlds import default_world
 
     _setup_compute(args)
-    world = genie.load(args.world, device=args.device,
+    world = genie.load(args.world or default_world(), device=args.device,
                        sampler={k: v for k, v in (("steps", args.sampling_steps),
                                                   ("temperature", args.temperature))
                                 if v is not None})
@@ -379,7 +384,7 @@ def _add_generate(sub) -> None:
         "--actions-from, random actions held for a few steps each. A JSON beside the clip "
         "records world, prompt, actions, seed and sampler settings.",
     )
-    gen.add_argument("--world", required=True, help="world folder")
+    gen.add_argument("--world", help="world folder (default: the world shipped with genie)")
     gen.add_argument("--prompt", help="image, video, .npy clip or DATASET[:EPISODE] (default: "
                      "the world's first prompt)")
     gen.add_argument("--prompt-frames", type=_positive_int,
@@ -444,7 +449,7 @@ def _add_eval_world(esub) -> None:
         "drift of long random rollouts against the range of real video, and agreement of the "
         "latent actions with true ones. Writes metrics.json, report.md, plots and videos.",
     )
-    world.add_argument("--world", required=True, help="world folder")
+    world.add_argument("--world", help="world folder (default: the world shipped with genie)")
     world.add_argument("--data", required=True, help="prepared dataset of the world's size")
     world.add_argument("--split", default="val", help="dataset split (default: val)")
     world.add_argument("--context", type=_positive_int,
@@ -455,11 +460,15 @@ def _add_eval_world(esub) -> None:
                        help="held-out clips, spread over the episodes (default: 64)")
     world.add_argument("--seed", type=int, default=0,
                        help="seed of clip choice, actions and sampling (default: 0)")
-    world.add_argument("--out", help="output folder (default: WORLD/eval)")
+    world.add_argument("--out", help="output folder (default: WORLD/eval, or eval/coinrun-tiny "
+                       "here for the shipped world)")
     world.add_argument("--drift-steps", type=int, default=256,
                        help="frames per drift rollout; 0 skips drift (default: 256)")
     world.add_argument("--drift-clips", type=_positive_int, default=4,
                        help="drift rollouts (default: 4)")
+    world.add_argument("--preview-prompts", type=int, default=20,
+                       help="prompts for the per-action preview separation; 0 skips it "
+                       "(default: 20)")
     world.add_argument("--batch", type=_positive_int, default=32,
                        help="clips rolled out at once; lower it to save memory (default: 32)")
     world.add_argument("--sampling-steps", type=_positive_int,

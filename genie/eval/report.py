@@ -106,6 +106,15 @@ def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
             lines += ["", d["note"]]
     else:
         lines.append(f"Skipped: {d.get('skipped', 'no rollouts')}.")
+    if m.get("previews"):
+        v = m["previews"]
+        lines += ["", "## Per-action previews", "",
+                  f"The next frame under each latent action from {v['prompts']} prompts, same "
+                  "state and seed. PSNR between the two frames of each pair (60 = identical): "
+                  f"worst pair {v['worst_pair_psnr']:.2f} dB, mean {v['mean_pair_psnr']:.2f} dB; "
+                  f"{v['distinguishable_pairs']} of {v['pairs']} pairs differ by more than the "
+                  f"tokenizer's error plus {v['margin_db']:g} dB (at most "
+                  f"{v['threshold_db']:.2f} dB)."]
     lines += ["", "## Actions", ""]
     a = m["actions"]
     if a.get("has_true_actions"):
@@ -169,6 +178,8 @@ def compare_table(paths: list[str | Path]) -> str:
     for stat in ("sharpness", "colour_distance", "token_entropy"):
         rows.append((f"drift {stat.replace('_', ' ')} leaves at",
                      [_drift_step(m, stat) for m in evals]))
+    rows.append(("previews: worst pair PSNR",
+                 [_num(m.get("previews", {}).get("worst_pair_psnr")) for m in evals]))
     rows.append(("NMI", [_num(m["actions"].get("nmi"), 3) for m in evals]))
     rows.append(("many-to-one accuracy",
                  [_num(m["actions"].get("many_to_one_accuracy"), 3) for m in evals]))

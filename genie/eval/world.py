@@ -99,6 +99,7 @@ class EvalSettings:
     drift_clips: int = 4
     batch: int = 32
     videos: int = 4  # clips kept for side-by-side videos
+    preview_prompts: int = 20  # prompts for the per-action preview separation (0 skips it)
 
     def resolve(self, world: EvalWorld) -> EvalSettings:
         """Check against the world and fill in the context; one clear error per mistake."""
@@ -106,7 +107,8 @@ class EvalSettings:
         for name, value, least in (("--horizon", self.horizon, 1), ("--context", context, 1),
                                    ("--clips", self.clips, 1), ("--batch", self.batch, 1),
                                    ("--drift-steps", self.drift_steps, 0),
-                                   ("--drift-clips", self.drift_clips, 1)):
+                                   ("--drift-clips", self.drift_clips, 1),
+                                   ("--preview-prompts", self.preview_prompts, 0)):
             if value < least:
                 raise GenieError(f"{name} {value}: give a whole number of at least {least}")
         if context > world.context:
@@ -230,12 +232,20 @@ def run_eval(world: EvalWorld, data: str | Path, settings: EvalSettings,
         videos["drift_00"] = np.concatenate([prompts[0], rollout[0]])
     else:
         metrics["drift"] = {"skipped": "--drift-steps 0"}
+    if s.preview_prompts:
+        from genie.eval.previews import preview_separation
+
+        # Averaged over horizon 1: the ceiling of the frames the previews are.
+        metrics["previews"] = preview_separation(
+            world, clips.frames[:s.preview_prompts, :s.context],
+            ceiling=float(scores.psnr["ceiling"][:, 0].mean()), seed=s.seed)
     metrics["actions"] = evaluate_actions(world, clips, scores.latent, s.context, s.seed,
                                           s.batch, progress)
     metrics["settings"] = {"split": s.split, "context": s.context, "horizon": s.horizon,
                            "clips": len(clips), "clips_asked": s.clips, "seed": s.seed,
                            "drift_steps": s.drift_steps,
                            "drift_clips": s.drift_clips, "batch": s.batch,
+                           "preview_prompts": s.preview_prompts,
                            "clip_sources": sorted(set(clips.sources))}
     metrics["seconds"] = time.perf_counter() - start
     return Evaluation(metrics, videos)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from genie.errors import GenieError
 
-DEFAULT_WORLD = Path(__file__).resolve().parents[1] / "worlds" / "coinrun-tiny"
-
 
 def check_display(headless: bool) -> None:
     """Headless runs get SDL's dummy driver; a window on Linux needs an X or Wayland display."""
@@ -25,15 +23,6 @@ def check_display(headless: bool) -> None:
         raise GenieError("there is no display to open a window on (DISPLAY and WAYLAND_DISPLAY "
                          "are unset): run `genie play --headless --steps 100 --record play.mp4` "
                          "instead, or play on a machine with a screen")
-
-
-def default_world() -> Path:
-    """The world shipped with genie, or an error that says how to make one."""
-    if not (DEFAULT_WORLD / "world.json").exists():
-        raise GenieError("no --world given and no default world is installed (genie/worlds/"
-                         "coinrun-tiny): train one with `genie train world --config tiny --data "
-                         "DATASET --out W`, then `genie play --world W`")
-    return DEFAULT_WORLD
 
 
 def world_prompts(world, spec: str | None) -> list:
@@ -102,6 +91,7 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
         env, prompts, title = _replay(replay)
     else:
         import genie
+        from genie.worlds import default_world
 
         path = Path(world) if world is not None else default_world()
         env = genie.load(path, device=device)

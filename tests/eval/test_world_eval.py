@@ -166,6 +166,17 @@ def test_a_world_deaf_to_actions_has_no_delta_psnr(evaluate):
     assert np.allclose(m["delta_psnr"], 0.0)  # ...but the actions change nothing
 
 
+@pytest.mark.parametrize("world_class, separated", [(Copier, 0), (Deaf, 0), (Panner, 3)])
+def test_previews_separate_only_actions_that_do_different_things(evaluate, world_class,
+                                                                  separated):
+    v = evaluate(world_class)["previews"]
+    assert v["pairs"] == 3 and v["distinguishable_pairs"] == separated
+    if separated:  # a 2 px pan of a random texture is far below the ceiling
+        assert v["worst_pair_psnr"] < v["threshold_db"] - 10
+    else:  # the same seed for every action: a world deaf to actions repeats itself exactly
+        assert v["worst_pair_psnr"] == PSNR_CAP
+
+
 def test_inferred_actions_reach_the_transition_they_belong_to(evaluate):
     """A world that only follows the real action scores the ceiling with inferred actions."""
     m = evaluate(Obedient)

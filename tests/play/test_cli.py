@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import genie
+import genie.worlds
 from genie.cli import main
-from genie.play import launch
 from genie.play.calibrate import default_key_map, match_actions
 
 
@@ -51,7 +51,7 @@ def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message
 
 
 def test_no_world_says_how_to_train_one(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(launch, "DEFAULT_WORLD", tmp_path / "coinrun-tiny")
+    monkeypatch.setattr(genie.worlds, "DEFAULT_WORLD", tmp_path / "coinrun-tiny")
     assert main(["play", "--headless"]) == 2
     one_line_error(capsys, "genie train world --config tiny --data DATASET --out W")
 
