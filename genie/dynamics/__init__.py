@@ -1,7 +1,8 @@
 """Dynamics models: given the codes of past frames and a latent action, the next frame's codes.
 
-maskgit/ holds the MaskGIT backend, its model and sampler kept apart. `model_class` and
-`sampler_for` pick them by the backend name a config or world.json carries.
+maskgit/ (masked-token prediction) and dit/ (diffusion forcing over continuous latents) each
+hold a model and a sampler kept apart. `model_class`, `new_model` and `sampler_for` pick them
+by the backend name a config or world.json carries.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from genie.errors import GenieError
 
-BACKENDS = ("maskgit",)
+BACKENDS = ("maskgit", "dit")
 
 
 def _check(backend: str) -> None:
@@ -22,19 +23,42 @@ def _check(backend: str) -> None:
 def model_class(backend: str) -> type:
     """The dynamics model class of `backend` (for from_pretrained)."""
     _check(backend)
+    if backend == "dit":
+        from genie.dynamics.dit import DiTDynamics
+
+        return DiTDynamics
     from genie.dynamics.maskgit import MaskGITDynamics
 
     return MaskGITDynamics
 
 
+def new_model(backend: str, tokenizer: Any, num_actions: int, **kwargs) -> Any:
+    """A fresh (untrained) dynamics model of `backend` for `tokenizer`'s token grid and codes."""
+    tok = tokenizer.config
+    sizes = dict(vocab_size=tok.codebook_size, grid_h=tok.height // tok.patch,
+                 grid_w=tok.width // tok.patch, num_actions=num_actions)
+    if backend != "dit":
+        return model_class(backend)(**sizes, **kwargs)
+    # A DiT denoises this tokenizer's code vectors, so it carries its codebook.
+    model = model_class(backend)(**sizes, code_dim=tok.code_dim, **kwargs)
+    model.set_codebook(tokenizer.quantizer.codebook)
+    return model
+
+
 def sampler_for(backend: str, model: Any, settings: dict | None = None) -> Any:
     """A sampler for `model`, with `settings` overriding the backend's defaults by name."""
     _check(backend)
-    from genie.dynamics.maskgit import MaskGITSampler, SamplerSettings
+    if backend == "dit":
+        from genie.dynamics.dit import DiTSampler as Sampler
+        from genie.dynamics.dit import DiTSettings as Settings
+    else:
+        from genie.dynamics.maskgit import MaskGITSampler as Sampler
+        from genie.dynamics.maskgit import SamplerSettings as Settings
 
     settings = settings or {}
-    known = {f.name for f in dataclasses.fields(SamplerSettings)}
+    known = {f.name for f in dataclasses.fields(Settings)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise GenieError(f"unknown sampler setting(s) {unknown}: expected some of {sorted(known)}")
-    return MaskGITSampler(model, SamplerSettings(**settings))
+        raise GenieError(f"unknown {backend} sampler setting(s) {unknown}: expected some of "
+                         f"{sorted(known)}")
+    return Sampler(model, Settings(**settings))

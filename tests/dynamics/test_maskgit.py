@@ -87,7 +87,7 @@ def test_backend_registry_builds_the_sampler_from_world_settings():
     sampler = sampler_for("maskgit", tiny_model(), {"steps": 4, "temperature": 0.5})
     assert sampler.settings.steps == 4 and sampler.settings.temperature == 0.5
     with pytest.raises(GenieError, match="maskgit"):
-        model_class("dit")
+        model_class("gan")
     with pytest.raises(GenieError, match="stepz"):
         sampler_for("maskgit", tiny_model(), {"stepz": 4})
     with pytest.raises(GenieError, match="temperature"):

@@ -1,0 +1,235 @@
+"""The DiT dynamics model: noisy latents of past frames and a latent action -> the next frame.
+
+Dimensions: B batch, T frames, h×w token grid, N = h*w tokens per frame, C code width (the
+tokenizer's), K codebook size, A latent actions, D width.
+
+Latents: each token of a frame is the tokenizer's l2-normalized code vector, scaled by sqrt(C)
+so that every element has about unit variance, like the noise. Not the encoder's
+pre-quantization outputs: the token cache already holds codes, so training reads
+latent = codebook[code] without re-encoding a single frame, and the decoder was trained on
+exactly these vectors. The model keeps a frozen copy of the codebook (saved with its weights);
+the sampler snaps each denoised token to its nearest code, so a DiT world hands the decoder
+codes, as a MaskGIT world does.
+
+Noise: rectified flow. At level τ in [0, 1] (1 is pure noise) a frame is x_τ = (1-τ) x0 + τ ε
+and the model predicts the velocity v = ε - x0. Diffusion forcing: every frame of a training
+clip gets its own level, so one model both denoises the next frame and reads context that is
+not clean (its own samples at play time, which the sampler holds at a small fixed level).
+
+Action alignment: action t is the transition from frame t to frame t+1, so it conditions
+frame t+1; frame 0 gets a learned "no action" embedding (id A). `actions` is either
+  (B, T-1): the clip starts an episode, frame 0 gets "no action", or
+  (B, T):   actions[:, i] leads into frame i, for windows cut from a longer rollout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+from genie.nn import KVCache, SpatialPosEmb, STTransformer
+
+# Frames above this noise level are "high noise" in the training logs: the regime of the frame
+# being generated, where the loss says how well the next frame is predicted.
+HIGH_NOISE = 0.5
+LEVEL_FEATURES = 256  # sinusoidal features of the noise level, as DiT's timestep embedding
+
+
+class DiTDynamics(ModelMixin, ConfigMixin):
+    """ST transformer over continuous frame latents, causal in time, predicting the velocity.
+
+    Input per token: its noisy latent (C) projected to D, plus a learned spatial position;
+    temporal positions are rotary (relative), so a KV cache stays valid as the window slides.
+    Each frame's condition (action embedding + noise-level embedding) sets every block's
+    shift, scale and gate (adaLN-Zero) and the final norm's; the output projection starts at
+    zero, so an untrained model predicts v = 0.
+
+    Training (`forward`): codes (B, T, h, w) -> latents, an independent level τ ~ U(0, 1) per
+    frame (`sample_levels`), MSE on the velocity of every frame. Uniform rather than SD3's
+    logit-normal: sampling conditions on context frames at a small level (~0.1) in every
+    step, and a logit-normal draw rarely visits levels that low.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        vocab_size: int = 1024,
+        grid_h: int = 16,
+        grid_w: int = 16,
+        num_actions: int = 8,
+        code_dim: int = 32,
+        dim: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        context: int = 16,
+    ):
+        super().__init__()
+        if context < 2:
+            raise ValueError(f"context must hold at least 2 frames (past and next), got {context}")
+        self.no_action = num_actions
+        # Zeros until set_codebook: a persistent buffer, so it is saved with the weights and a
+        # loaded DiT snaps to the codes it was trained on.
+        self.register_buffer("codebook", torch.zeros(vocab_size, code_dim))
+        self.latent_in = nn.Linear(code_dim, dim)
+        self.pos = SpatialPosEmb(grid_h, grid_w, dim)
+        self.action_emb = nn.Embedding(num_actions + 1, dim)  # the extra row is "no action"
+        nn.init.normal_(self.action_emb.weight, std=0.02)
+        self.level_features = Timesteps(LEVEL_FEATURES, flip_sin_to_cos=True,
+                                        downscale_freq_shift=0)
+        self.level_emb = TimestepEmbedding(LEVEL_FEATURES, dim)
+        self.transformer = STTransformer(dim, depth, heads, adaln=True, cond_dim=dim)
+        self.latent_out = nn.Linear(dim, code_dim)
+        nn.init.zeros_(self.latent_out.weight)
+        nn.init.zeros_(self.latent_out.bias)
+
+    # ------------------------------------------------------------------ latents and codes
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.config.grid_h * self.config.grid_w
+
+    def set_codebook(self, codebook: Tensor) -> None:
+        """Take the tokenizer's codebook (K, C) (`quantizer.codebook`); stored normalized."""
+        if tuple(codebook.shape) != tuple(self.codebook.shape):
+            raise ValueError(f"codebook of shape {tuple(codebook.shape)}, but the model was "
+                             f"built for {tuple(self.codebook.shape)}")
+        with torch.no_grad():
+            self.codebook.copy_(F.normalize(codebook.detach().float(), dim=-1))
+
+    def same_codebook(self, codebook: Tensor) -> bool:
+        """Whether `codebook` (K, C), normalized, is the one this model was trained on."""
+        if tuple(codebook.shape) != tuple(self.codebook.shape):
+            return False
+        theirs = F.normalize(codebook.detach().float(), dim=-1).to(self.codebook.device)
+        return torch.allclose(theirs, self.codebook.float(), atol=1e-5)
+
+    def latents(self, codes: Tensor) -> Tensor:
+        """Codes (B, T, h, w) or (B, T, N) -> latents (B, T, N, C), elements of unit scale."""
+        if not self.codebook.any():
+            raise RuntimeError("the DiT has no codebook yet: call set_codebook(tokenizer."
+                               "quantizer.codebook) before training or sampling")
+        flat = codes.reshape(*codes.shape[:2], -1)  # (B, T, N)
+        if flat.shape[-1] != self.tokens_per_frame:
+            raise ValueError(
+                f"frames of {flat.shape[-1]} tokens, but the model was built for a "
+                f"{self.config.grid_h}x{self.config.grid_w} grid"
+            )
+        return self.codebook[flat] * math.sqrt(self.config.code_dim)
+
+    def snap(self, latents: Tensor) -> Tensor:
+        """Latents (..., C) -> the code (...) of highest cosine similarity to each."""
+        return (latents.float() @ self.codebook.float().t()).argmax(-1)
+
+    def frame_actions(self, actions: Tensor, frames: int) -> Tensor:
+        """(B, T-1) or (B, T) actions -> (B, T), the action leading into each frame."""
+        if actions.shape[1] == frames - 1:
+            start = actions.new_full((actions.shape[0], 1), self.no_action)
+            return torch.cat([start, actions], dim=1)  # (B, T)
+        if actions.shape[1] == frames:
+            return actions
+        raise ValueError(
+            f"{frames} frames need {frames - 1} actions (one per transition), or {frames} when "
+            f"the first frame continues a rollout; got {actions.shape[1]}"
+        )
+
+    def _backbone(
+        self,
+        x: Tensor,
+        levels: Tensor,
+        frame_actions: Tensor,
+        *,
+        start: int | None = None,
+        cache: KVCache | None = None,
+        commit: bool = True,
+    ) -> Tensor:
+        """Noisy latents (B, T, N, C), levels (B, T) and actions (B, T) -> velocity (B, T, N, C)."""
+        b, t = levels.shape
+        h = self.pos(self.latent_in(x))  # (B, T, N, D)
+        features = self.level_features(levels.reshape(-1).float() * 1000)  # (B*T, F)
+        noise = self.level_emb(features.to(h.dtype)).view(b, t, -1)  # (B, T, D)
+        cond = self.action_emb(frame_actions) + noise  # (B, T, D)
+        window = None if cache is not None else self.config.context  # a cache has its own
+        h = self.transformer(h, cond=cond, start=start, window=window, cache=cache,
+                             commit=commit)
+        return self.latent_out(h)
+
+    # ------------------------------------------------------------------ training
+
+    def sample_levels(self, b: int, t: int, device: torch.device) -> Tensor:
+        """The training noise levels (B, T): one independent draw per frame (diffusion forcing)."""
+        return torch.rand(b, t, device=device)
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict]:
+        """batch = (codes (B, T, h, w) int, actions (B, T-1) int) -> (loss, logs)."""
+        codes, actions = batch
+        x0 = self.latents(codes)  # (B, T, N, C)
+        b, t = x0.shape[:2]
+        frame_actions = self.frame_actions(actions, t)
+        levels = self.sample_levels(b, t, x0.device)  # (B, T)
+        noise = torch.randn_like(x0)
+        tau = levels[:, :, None, None]
+        v = self._backbone((1 - tau) * x0 + tau * noise, levels, frame_actions).float()
+        per_frame = (v - (noise - x0)).square().mean(dim=(2, 3))  # (B, T)
+        loss = per_frame.mean()
+
+        with torch.no_grad():
+            high = levels >= HIGH_NOISE
+            # The clean frame the model implies, snapped to codes: how often a high-noise frame
+            # lands on its true code says how well it predicts a frame it barely sees.
+            x0_hat = (1 - tau) * x0 + tau * noise - tau * v  # x_τ - τ v
+            hits = (self.snap(x0_hat) == codes.reshape(b, t, -1)).float().mean(-1)  # (B, T)
+            logs = {"loss": loss.detach(), "loss_low_noise": _mean_where(per_frame, ~high),
+                    "loss_high_noise": _mean_where(per_frame, high),
+                    "accuracy_high_noise": _mean_where(hits, high)}
+        return loss, logs
+
+    # ------------------------------------------------------------------ inference
+
+    def velocity(self, x: Tensor, levels: Tensor, actions: Tensor, *, start: int = 0) -> Tensor:
+        """Uncached: latents (B, T, N, C) at levels (B, T) -> velocity (B, T, N, C).
+
+        Every frame is recomputed under the banded `context` window; `start` is the absolute
+        index of x[:, 0]. Passing the last `receptive_field` frames reproduces the whole history.
+        """
+        return self._backbone(x, levels, self.frame_actions(actions, x.shape[1]),
+                              start=start).float()
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames that can influence a frame's output, itself included: depth * (context-1) + 1."""
+        return self.config.depth * (self.config.context - 1) + 1
+
+    def new_cache(self) -> KVCache:
+        """An empty KV cache that slides over the last `context` frames."""
+        return self.transformer.new_cache(window=self.config.context)
+
+    @torch.no_grad()
+    def prefill(self, x: Tensor, levels: Tensor, actions: Tensor, cache: KVCache) -> None:
+        """Commit context latents (B, t, N, C) at levels (B, t) and actions (B, t-1) to an
+        empty cache. A prompt longer than `context` is fine: the cache slides as it fills."""
+        if cache.position != 0:
+            raise ValueError("prefill starts an episode: give it an empty cache (new_cache())")
+        self._backbone(x, levels, self.frame_actions(actions, x.shape[1]), cache=cache)
+
+    @torch.no_grad()
+    def next_velocity(self, x: Tensor, level: Tensor, action: Tensor, cache: KVCache, *,
+                      commit: bool = False) -> Tensor:
+        """Velocity (B, N, C) of the next frame's latents (B, N, C) at `level` (B,).
+
+        Only the new frame is computed, against the cached past; `action` (B,) leads into it.
+        `commit=True` appends the frame to the cache: do it once, at the context level.
+        """
+        v = self._backbone(x[:, None], level[:, None], action[:, None], cache=cache,
+                           commit=commit)
+        return v[:, 0].float()
+
+
+def _mean_where(values: Tensor, where: Tensor) -> Tensor:
+    """Mean of `values` where `where` holds (0 when it holds nowhere, as a log must be a number)."""
+    return (values * where).sum() / where.sum().clamp_min(1)
