@@ -277,7 +277,7 @@ def _train_dynamics(args: argparse.Namespace) -> None:
     from genie.train.world import train_dynamics
 
     _setup_compute(args)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _with_backend(args))
     model_dir = train_dynamics(config, args.data, args.out, tokenizer=args.tokenizer, lam=args.lam,
                                resume=args.resume, init=args.init_from, device=args.device)
     _say_once(f"dynamics trained: {model_dir}")
@@ -288,10 +288,23 @@ def _train_world(args: argparse.Namespace) -> None:
     from genie.train.world import train_world
 
     _setup_compute(args)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _with_backend(args))
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, preset=args.config)
     _say_once(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
+
+
+def _with_backend(args: argparse.Namespace) -> list[str]:
+    """The overrides, with --backend NAME as the dynamics.backend=NAME it stands for."""
+    return [*args.overrides, *([f"dynamics.backend={args.backend}"] if args.backend else [])]
+
+
+def _add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    from genie.dynamics import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="dynamics backend, short for dynamics.backend=NAME (default: the "
+                        "preset's)")
 
 
 def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder") -> None:
@@ -306,11 +319,13 @@ def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder")
 def _add_world_stages(tsub) -> None:
     dyn = tsub.add_parser(
         "dynamics", help="train the dynamics model on a frozen tokenizer and LAM",
-        description="Train the dynamics model (dynamics.backend, default maskgit) to predict the "
-        "next frame's codes from past codes and latent actions. The dataset is coded once by "
-        "the frozen tokenizer and LAM into RUN/tokens (reused while they do not change).",
+        description="Train the dynamics model to predict the next frame from past frames and "
+        "latent actions: maskgit (masked code prediction, the default) or dit (diffusion "
+        "forcing over the codes' vectors; --backend dit). The dataset is coded once by the "
+        "frozen tokenizer and LAM into RUN/tokens (reused while they do not change).",
     )
     _add_run_args(dyn)
+    _add_backend_arg(dyn)
     dyn.add_argument("--tokenizer", required=True, help="tokenizer run, world or model folder")
     dyn.add_argument("--lam", required=True, help="latent action model run, world or model folder")
     dyn.add_argument("--init-from", metavar="PATH",
@@ -324,6 +339,7 @@ def _add_world_stages(tsub) -> None:
         "--tokenizer and --lam reuse models already trained instead.",
     )
     _add_run_args(world, out_help="world folder")
+    _add_backend_arg(world)
     world.add_argument("--tokenizer", help="use this trained tokenizer instead of training one")
     world.add_argument("--lam", help="use this trained latent action model instead")
     _add_compute_args(world)

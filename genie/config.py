@@ -98,6 +98,14 @@ class LamConfig:
 
 
 @dataclass
+class DiTSamplingConfig:
+    """How a DiT world samples (dynamics.backend=dit); written into world.json."""
+
+    context_noise: float = 0.1  # noise level the context frames are held at
+    shift: float = 1.0  # timestep shift of the denoising grid (> 1: more steps at high noise)
+
+
+@dataclass
 class DynamicsConfig:
     """Architecture of the dynamics model, its backend, default sampling, plus its training."""
 
@@ -106,13 +114,30 @@ class DynamicsConfig:
     depth: int = 4
     heads: int = 4
     context: int = 16  # frames the model attends to (the sliding window at play time)
-    context_noise: float = 0.0  # chance that a visible training token is swapped for a random code
-    sample_steps: int = 8  # MaskGIT iterations per generated frame
-    temperature: float = 1.0  # sampling temperature (0 = greedy)
+    # MaskGIT only: chance that a visible training token is swapped for a random code. (A DiT
+    # needs no such noise: diffusion forcing trains it on noisy context anyway.)
+    context_noise: float = 0.0
+    sample_steps: int = 8  # MaskGIT iterations or DiT denoising steps per generated frame
+    temperature: float = 1.0  # MaskGIT sampling temperature (0 = greedy)
+    dit: DiTSamplingConfig = field(default_factory=DiTSamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def model_kwargs(self) -> dict:
-        return _model_kwargs(self, exclude=("train", "backend", "sample_steps", "temperature"))
+        """The model's `__init__` arguments this section sets, for the chosen backend."""
+        exclude = ("train", "backend", "sample_steps", "temperature", "dit")
+        if self.backend == "dit":
+            if self.context_noise:
+                raise GenieError("dynamics.context_noise swaps MaskGIT tokens and means nothing "
+                                 "to a DiT: drop it (the DiT's is dynamics.dit.context_noise)")
+            exclude += ("context_noise",)
+        return _model_kwargs(self, exclude=exclude)
+
+    def sampler_settings(self) -> dict:
+        """The default sampler settings of the chosen backend (world.json's `sampler`)."""
+        if self.backend == "dit":
+            return {"steps": self.sample_steps, "context_noise": self.dit.context_noise,
+                    "shift": self.dit.shift}
+        return {"steps": self.sample_steps, "temperature": self.temperature}
 
 
 def _model_kwargs(section, exclude=("train",)) -> dict:

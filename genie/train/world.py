@@ -31,7 +31,7 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
     import torch
     from accelerate import PartialState
 
-    from genie.dynamics import model_class
+    from genie.dynamics import new_model
     from genie.dynamics.tokens import TokenDataset, build_token_cache, fingerprint
     from genie.lam.model import LatentActionModel
     from genie.tokenizer.model import VideoTokenizer
@@ -53,20 +53,19 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
                                   made_from=made_from, device=dev)
         coding_seconds = time.perf_counter() - started
-    del tok, lam_model
     seq_len = cfg.train.seq_len or cfg.context
     if seq_len > cfg.context:
         raise GenieError(f"dynamics.train.seq_len {seq_len} exceeds dynamics.context "
                          f"{cfg.context}: the model never attends that far; lower it")
     dataset = TokenDataset(cache, seq_len)
-    index = json.loads((cache / "index.json").read_text())
     torch.manual_seed(config.run.seed)
-    grid_h, grid_w = index["grid"]
-    model = model_class(cfg.backend)(
-        vocab_size=_config_of(tokenizer, "tokenizer")["codebook_size"], grid_h=grid_h,
-        grid_w=grid_w, num_actions=_config_of(lam, "lam")["num_actions"], **cfg.model_kwargs())
+    model = new_model(cfg.backend, tok, lam_model.config.num_actions, **cfg.model_kwargs())
     if init and not resume:
         init_from(model, init, "dynamics")
+        if hasattr(model, "same_codebook") and not model.same_codebook(tok.quantizer.codebook):
+            raise GenieError(f"--init-from {init} is a DiT trained on another tokenizer: start "
+                             "from one trained on this tokenizer, or from scratch")
+    del tok, lam_model
     describe = {
         "stage": "dynamics", "config": to_dict(config),
         "dataset": {"path": str(Path(data).resolve()), "frames": made_from["frames"],
@@ -157,8 +156,7 @@ def world_meta(config: Config, data: str | Path, out: Path, preset: str, seconds
         "num_actions": lam["num_actions"],
         "action_names": [f"action {i + 1}" for i in range(lam["num_actions"])],
         "key_map": {},
-        "sampler": {"steps": config.dynamics.sample_steps,
-                    "temperature": config.dynamics.temperature},
+        "sampler": config.dynamics.sampler_settings(),
         "provenance": {
             "preset": preset, "config": to_dict(config),
             "dataset": {"path": str(info.path.resolve()), "frames": info.meta["frames"],
