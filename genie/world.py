@@ -17,7 +17,6 @@ one frame whatever the history.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,11 +158,7 @@ class World:
         actions = torch.arange(self.num_actions) if actions is None else torch.as_tensor(actions)
         n = len(actions)
         saved = self.snapshot()
-        s = saved.sampler
-        wide = dataclasses.replace(s, tokens=s.tokens.repeat(n, 1, 1),
-                                   actions=s.actions.repeat(n, 1),
-                                   cache=None if s.cache is None else s.cache.repeat(n))
-        self.sampler.load_state(wide)
+        self.sampler.load_state(saved.sampler.repeat(n))
         self._decoder = saved.decoder.repeat(n)
         try:
             codes = self.sampler.next_frame(actions.to(self.device))  # (A, h, w)
@@ -208,6 +203,10 @@ def check_parts(tokenizer, lam, dynamics, meta: dict, folder: Path) -> None:
     if tok.codebook_size != dyn.vocab_size:
         problems.append(f"the tokenizer has {tok.codebook_size} codes but the dynamics "
                         f"predicts {dyn.vocab_size}")
+    elif hasattr(dynamics, "same_codebook") and not dynamics.same_codebook(
+            tokenizer.quantizer.codebook):
+        problems.append("the dynamics (a DiT) was trained on another tokenizer: its codebook "
+                        "differs from this tokenizer's")
     if grid != (dyn.grid_h, dyn.grid_w):
         problems.append(f"the tokenizer makes a {grid[0]}x{grid[1]} token grid but the "
                         f"dynamics expects {dyn.grid_h}x{dyn.grid_w}")

@@ -11,6 +11,7 @@ code recomputes the history (only the model's receptive field of it, which is ex
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,12 @@ class SamplerState:
     position: int  # absolute index of the next frame
     cache: KVCache | None
     rng: Tensor  # the generator's state
+
+    def repeat(self, times: int) -> SamplerState:
+        """`times` copies of every batch row (previews of several actions from one state)."""
+        return dataclasses.replace(
+            self, tokens=self.tokens.repeat(times, 1, 1), actions=self.actions.repeat(times, 1),
+            cache=None if self.cache is None else self.cache.repeat(times))
 
 
 def cosine_masked(step: int, steps: int, n: int) -> int:
