@@ -7,8 +7,9 @@ Each figure is measured end to end from the command line, start-up included, the
 runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
 the real training step in fp32 and bf16, its FLOPs counted with torch's FlopCounterMode, as a
 fraction of this machine's measured matrix-product rates); world (ms per generated frame at a
-full context with the KV caches on and off, FLOPs per frame, batched action previews); play (the
-play loop headless, previews on and off: frame rate and key-to-frame latency).
+full context with the KV caches on and off, FLOPs per frame, batched action previews, for a
+MaskGIT and a DiT world); play (the play loop headless, previews on and off: frame rate and
+key-to-frame latency).
 """
 
 from __future__ import annotations
@@ -142,12 +143,15 @@ def bench_train(args, work: Path) -> list[dict]:
     return rows
 
 
-def tiny_world(path: str | None):
+def tiny_world(path: str | None, backend: str | None = None):
     """The world at `path`, or the `tiny` preset's architecture with untrained weights (the
-    speed of a step does not depend on what the weights learned)."""
+    speed of a step does not depend on what the weights learned), with its dynamics backend
+    or `backend`."""
+    import dataclasses
+
     import genie
     from genie.config import load_config
-    from genie.dynamics import model_class
+    from genie.dynamics import new_model
     from genie.lam.model import LatentActionModel
     from genie.tokenizer.model import VideoTokenizer
     from genie.world import SCHEMA, World
@@ -155,28 +159,33 @@ def tiny_world(path: str | None):
     if path:
         return genie.load(path, device="cpu")
     config = load_config("tiny")
+    dynamics = dataclasses.replace(config.dynamics, backend=backend or config.dynamics.backend)
     tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
                          **config.tokenizer.model_kwargs())
     lam = LatentActionModel(height=64, width=64, **config.lam.model_kwargs())
-    grid = 64 // config.tokenizer.patch
-    dyn = model_class(config.dynamics.backend)(
-        vocab_size=config.tokenizer.codebook_size, grid_h=grid, grid_w=grid,
-        num_actions=config.lam.num_actions, **config.dynamics.model_kwargs())
-    meta = {"schema": SCHEMA, "backend": config.dynamics.backend,
-            "sampler": {"steps": config.dynamics.sample_steps}}
+    dyn = new_model(dynamics.backend, tok, config.lam.num_actions, **dynamics.model_kwargs())
+    meta = {"schema": SCHEMA, "backend": dynamics.backend,
+            "sampler": {"steps": dynamics.sample_steps}}
     return World(tok, lam, dyn, meta)
 
 
 def bench_world(args, work: Path) -> list[dict]:
-    """ms per generated frame at a full context, with and without the KV caches."""
-    import numpy as np
+    """ms per generated frame at a full context, with and without the KV caches, for the MaskGIT
+    world and the DiT world side by side."""
     import torch
+
+    peak = matmul_rate(torch.float32)
+    return [*world_rows(tiny_world(args.world), peak),
+            *world_rows(tiny_world(args.dit_world, "dit"), peak)]
+
+
+def world_rows(world, peak: float) -> list[dict]:
+    import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
-    world = tiny_world(args.world)
     h, w = world.size
     prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
-    peak = matmul_rate(torch.float32)
+    backend = f"{world.meta['backend']} ({world.sampler.settings.steps} steps)"
     rows = []
     for cached in (True, False):
         world.sampler.settings.use_cache = cached
@@ -190,8 +199,8 @@ def bench_world(args, work: Path) -> list[dict]:
         ms = (time.perf_counter() - start) / frames * 1e3
         flops = counter.get_total_flops()
         rows.append({"what": f"world step, {'cached' if cached else 'uncached'}",
-                     "context": world.context, "ms_per_frame": ms, "frames_per_s": 1e3 / ms,
-                     "gflop_per_frame": flops / 1e9,
+                     "backend": backend, "context": world.context, "ms_per_frame": ms,
+                     "frames_per_s": 1e3 / ms, "gflop_per_frame": flops / 1e9,
                      "of_fp32_peak": flops / (ms / 1e3) / peak})
     world.sampler.settings.use_cache = True
     world.reset(prompt, seed=0)
@@ -200,8 +209,8 @@ def bench_world(args, work: Path) -> list[dict]:
         world.preview()
     ms = (time.perf_counter() - start) / 3 * 1e3
     rows.append({"what": f"previews of all {world.num_actions} actions (batched)",
-                 "context": world.context, "ms_per_frame": ms, "frames_per_s": 1e3 / ms,
-                 "gflop_per_frame": 0.0, "of_fp32_peak": 0.0})
+                 "backend": backend, "context": world.context, "ms_per_frame": ms,
+                 "frames_per_s": 1e3 / ms, "gflop_per_frame": 0.0, "of_fp32_peak": 0.0})
     return rows
 
 
@@ -299,6 +308,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--world", help="world folder for the world and play suites (default: "
                         "the tiny preset with untrained weights)")
+    parser.add_argument("--dit-world", help="DiT world folder for the world suite, beside "
+                        "--world (default: the tiny preset as a DiT, untrained)")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
