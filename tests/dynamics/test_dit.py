@@ -172,7 +172,8 @@ def test_each_frame_of_a_clip_is_noised_to_its_own_level():
     model((tokens, actions))
     levels = seen[-1][1]  # (B, T), what the model conditions on
     assert levels.shape == (8, 4)
-    assert (levels.std(dim=1) > 0.05).all()  # no clip shares one level over its frames
+    assert (levels != levels[:, :1]).any(dim=1).all()  # no clip shares one level over its frames
+    assert levels.min() >= 0 and levels.max() <= 1
 
     # The levels the inputs are noised to are those same per-frame levels: frame 1 clean,
     # frame 2 pure noise, in every clip.
