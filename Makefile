@@ -1,11 +1,11 @@
-# Two commands do everything on a fresh machine: `make demo` (the main job) and `make test`.
-# Each installs what it needs into .venv first.
+# On a fresh machine: `make play` opens the shipped CoinRun world, `make demo` records and
+# prepares data, `make test` runs the suite. Each installs what it needs into .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install play demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Play the world shipped with genie (without a display it says how to run headless).
+play: $(STAMP)
+	$(BIN)/genie play
 
 # Record CoinRun gameplay, prepare it into a dataset and describe it.
 demo: $(STAMP)

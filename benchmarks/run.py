@@ -5,8 +5,9 @@
 
 Each figure is measured end to end from the command line, start-up included, the way a user
 runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
-the real training step in fp32 and bf16, its FLOPs counted with torch's FlopCounterMode, as a
-fraction of this machine's measured matrix-product rates); world (ms per generated frame at a
+the real training step of the tokenizer, LAM and dynamics in fp32 and bf16, its FLOPs counted
+with torch's FlopCounterMode, as a fraction of this machine's measured matrix-product rates;
+the dynamics with cached and on-the-fly tokens); world (ms per generated frame at a
 full context with the KV caches on and off, FLOPs per frame, batched action previews, for a
 MaskGIT and a DiT world); play (the play loop headless, previews on and off: frame rate and
 key-to-frame latency).
@@ -92,51 +93,23 @@ def matmul_rate(dtype, sizes=(2048, 4096), budget_s: float = 20.0) -> float:
     return best
 
 
-def training_step_rate(stage: str, precision: str, steps: int = 6) -> dict:
-    """Frames/s and achieved FLOP/s of the real training step of a `tiny` model."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from genie.config import load_config
-    from genie.tokenizer.model import VideoTokenizer
-
-    config = load_config("tiny")
-    cfg = getattr(config, stage)
-    model = VideoTokenizer(**cfg.model_kwargs())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    t = cfg.train.seq_len or config.data.seq_len
-    batch = torch.randint(0, 256, (cfg.train.batch_size, t, 64, 64, 3), dtype=torch.uint8)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    def step() -> None:
-        with autocast:
-            loss, _ = model(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
-    return {"frames_per_s": batch.shape[0] * t / seconds, "flops_per_step": flops,
-            "flop_rate": flops / seconds}
-
-
 def bench_train(args, work: Path) -> list[dict]:
+    """Each stage's real training step (benchmarks/training.py) in fp32 and bf16 autocast, and
+    the dynamics step with tokens from the cache against tokens coded on the fly."""
     import torch
+    from training import step_rate
 
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     rows = [{"what": f"matmul {p} (best of 2048^3, 4096^3)", "frames_per_s": 0.0,
              "gflop_per_s": rate / 1e9, "of_fp32_peak": rate / peaks["fp32"],
              "of_bf16_peak": rate / peaks["bf16"]} for p, rate in peaks.items()]
-    for precision in ("fp32", "bf16"):
-        r = training_step_rate("tokenizer", precision)
-        rows.append({"what": f"train tokenizer tiny {precision}",
+    runs = [(stage, precision, False) for stage in ("tokenizer", "lam", "dynamics")
+            for precision in ("fp32", "bf16")] + [("dynamics", "fp32", True)]
+    for stage, precision, on_the_fly in runs:
+        r = step_rate(stage, precision, on_the_fly=on_the_fly)
+        source = (", tokens on the fly" if on_the_fly else ", tokens cached") \
+            if stage == "dynamics" else ""
+        rows.append({"what": f"train {stage} tiny {precision}{source}",
                      "frames_per_s": r["frames_per_s"], "gflop_per_s": r["flop_rate"] / 1e9,
                      "of_fp32_peak": r["flop_rate"] / peaks["fp32"],
                      "of_bf16_peak": r["flop_rate"] / peaks["bf16"]})
@@ -158,6 +131,11 @@ def tiny_world(path: str | None, backend: str | None = None):
 
     if path:
         return genie.load(path, device="cpu")
+    if backend in (None, "maskgit"):
+        from genie.worlds import DEFAULT_WORLD
+
+        if (DEFAULT_WORLD / "world.json").exists():
+            return genie.load(DEFAULT_WORLD, device="cpu")
     config = load_config("tiny")
     dynamics = dataclasses.replace(config.dynamics, backend=backend or config.dynamics.backend)
     tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
@@ -306,8 +284,8 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--episodes", type=int, default=200, help="CoinRun episodes to record")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--world", help="world folder for the world and play suites (default: "
-                        "the tiny preset with untrained weights)")
+    parser.add_argument("--world", help="world folder for the world, play and eval suites "
+                        "(default: the shipped world)")
     parser.add_argument("--dit-world", help="DiT world folder for the world suite, beside "
                         "--world (default: the tiny preset as a DiT, untrained)")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
