@@ -6,6 +6,8 @@ background code and the start cell vary per episode, so a model has to read them
 context rather than memorise them. (Walls rather than wrap-around: a wrapped move jumps
 across the grid, which a transformer with learned positions needs about twice the steps to
 pick up.)
+
+Beside it, what the tests of both samplers do alike: `rollout` and `check_snapshot_replays`.
 """
 
 from __future__ import annotations
@@ -59,3 +61,39 @@ class TokenWorld:
 @pytest.fixture(scope="session")
 def token_world() -> TokenWorld:
     return TokenWorld()
+
+
+def _rollout(sampler, actions: list[int]) -> torch.Tensor:
+    return torch.stack([sampler.next_frame(a) for a in actions], dim=1)  # (B, T, h, w)
+
+
+@pytest.fixture(scope="session")
+def rollout():
+    """rollout(sampler, actions) -> the codes (B, T, h, w) of one frame per action."""
+    return _rollout
+
+
+def _check_snapshot_replays(sampler) -> None:
+    """From a reset sampler: a snapshot taken after the cache has slid rewinds exactly, any
+    number of times, and a different action from it gives a different rollout."""
+    _rollout(sampler, [0, 1, 2])  # let the cache slide before the snapshot
+    snap = sampler.state()
+    first = _rollout(sampler, [1, 3])
+    for action in (2, 1):  # try another branch, then undo again and replay the first
+        sampler.load_state(snap)
+        branch = _rollout(sampler, [action, 3])
+    assert torch.equal(branch, first) and sampler.position == snap.position + 2
+    sampler.load_state(snap)
+    other = _rollout(sampler, [0, 3])
+    assert not torch.equal(other, first)
+    # A widened snapshot samples every copy from the same past (the world's previews).
+    sampler.load_state(snap.repeat(4))
+    cfg, b = sampler.model.config, snap.actions.shape[0]
+    codes = sampler.next_frame(torch.arange(4 * b) % cfg.num_actions)
+    assert codes.shape == (4 * b, cfg.grid_h, cfg.grid_w)
+
+
+@pytest.fixture(scope="session")
+def check_snapshot_replays():
+    """check_snapshot_replays(sampler): the snapshot and restore contract of every sampler."""
+    return _check_snapshot_replays

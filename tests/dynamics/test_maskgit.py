@@ -40,10 +40,6 @@ def clip(seed: int = 0, b: int = 2, t: int = 4) -> tuple[torch.Tensor, torch.Ten
                                                                          generator=g)
 
 
-def rollout(sampler: MaskGITSampler, actions: list[int]) -> torch.Tensor:
-    return torch.stack([sampler.next_frame(a) for a in actions], dim=1)  # (B, T, h, w)
-
-
 def test_shapes_and_logs():
     model = tiny_model()
     tokens, actions = clip(t=4)
@@ -94,7 +90,7 @@ def test_backend_registry_builds_the_sampler_from_world_settings():
         SamplerSettings(temperature=-1.0)
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, rollout):
     model = tiny_model()
     model.save_pretrained(tmp_path / "dyn")
     loaded = MaskGITDynamics.from_pretrained(tmp_path / "dyn").eval()
@@ -121,7 +117,7 @@ def test_init_from_carries_weights_across_a_change_of_regulariser(tmp_path):
         init_from(tiny_model(dim=48), tmp_path / "dyn", "dynamics")
 
 
-def test_seeded_training_step_and_sampling_are_deterministic():
+def test_seeded_training_step_and_sampling_are_deterministic(rollout):
     def one_step() -> tuple[torch.Tensor, float]:
         torch.manual_seed(3)
         model = MaskGITDynamics(**TINY)
@@ -239,7 +235,7 @@ def test_iterations_reveal_tokens_on_the_cosine_schedule():
     SamplerSettings(seed=0, temperature=0.7, top_k=5, top_p=0.9, steps=3),
 ])
 @torch.no_grad()
-def test_cached_and_uncached_sampling_give_the_same_tokens(settings):
+def test_cached_and_uncached_sampling_give_the_same_tokens(settings, rollout):
     # context 3, depth 2: the 5-frame prompt already slides the cache, and the uncached path
     # recomputes only the 5-frame receptive field; then context + 8 = 11 generated frames.
     model = tiny_model()
@@ -257,19 +253,10 @@ def test_cached_and_uncached_sampling_give_the_same_tokens(settings):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 @torch.no_grad()
-def test_snapshot_restore_replays_exactly(use_cache):
+def test_snapshot_restore_replays_exactly(use_cache, check_snapshot_replays):
     sampler = MaskGITSampler(tiny_model(), SamplerSettings(use_cache=use_cache))
     sampler.reset(*clip(t=3))
-    rollout(sampler, [0, 1, 2])  # let the cache slide before the snapshot
-    snap = sampler.state()
-    first = rollout(sampler, [1, 3])
-    for action in (2, 1):  # try another branch, then undo again and replay the first
-        sampler.load_state(snap)
-        branch = rollout(sampler, [action, 3])
-    assert torch.equal(branch, first) and sampler.position == snap.position + 2
-    sampler.load_state(snap)
-    other = rollout(sampler, [0, 3])
-    assert not torch.equal(other, first)
+    check_snapshot_replays(sampler)
 
 
 def test_learns_the_token_world(token_world):

@@ -16,10 +16,8 @@ and the model predicts the velocity v = ε - x0. Diffusion forcing: every frame 
 clip gets its own level, so one model both denoises the next frame and reads context that is
 not clean (its own samples at play time, which the sampler holds at a small fixed level).
 
-Action alignment: action t is the transition from frame t to frame t+1, so it conditions
-frame t+1; frame 0 gets a learned "no action" embedding (id A). `actions` is either
-  (B, T-1): the clip starts an episode, frame 0 gets "no action", or
-  (B, T):   actions[:, i] leads into frame i, for windows cut from a longer rollout.
+Action alignment, (B, T-1) or (B, T) `actions`, the receptive field and the cache: as for
+every dynamics model (genie/dynamics/causal.py).
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from genie.dynamics.causal import CausalDynamics, check_context
 from genie.nn import KVCache, SpatialPosEmb, STTransformer
 
 # Frames above this noise level are "high noise" in the training logs: the regime of the frame
@@ -42,7 +41,7 @@ CONTEXT_LEVEL = 0.1  # the sampler's default context noise level (DiTSettings.co
 LEVEL_FEATURES = 256  # sinusoidal features of the noise level, as DiT's timestep embedding
 
 
-class DiTDynamics(ModelMixin, ConfigMixin):
+class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
     """ST transformer over continuous frame latents, causal in time, predicting the velocity.
 
     Input per token: its noisy latent (C) projected to D, plus a learned spatial position;
@@ -71,8 +70,7 @@ class DiTDynamics(ModelMixin, ConfigMixin):
         context: int = 16,
     ):
         super().__init__()
-        if context < 2:
-            raise ValueError(f"context must hold at least 2 frames (past and next), got {context}")
+        check_context(context)
         self.no_action = num_actions
         # Zeros until set_codebook: a persistent buffer, so it is saved with the weights and a
         # loaded DiT snaps to the codes it was trained on.
@@ -90,10 +88,6 @@ class DiTDynamics(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.latent_out.bias)
 
     # ------------------------------------------------------------------ latents and codes
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.config.grid_h * self.config.grid_w
 
     def set_codebook(self, codebook: Tensor) -> None:
         """Take the tokenizer's codebook (K, C) (`quantizer.codebook`); stored normalized."""
@@ -126,18 +120,6 @@ class DiTDynamics(ModelMixin, ConfigMixin):
     def snap(self, latents: Tensor) -> Tensor:
         """Latents (..., C) -> the code (...) of highest cosine similarity to each."""
         return (latents.float() @ self.codebook.float().t()).argmax(-1)
-
-    def frame_actions(self, actions: Tensor, frames: int) -> Tensor:
-        """(B, T-1) or (B, T) actions -> (B, T), the action leading into each frame."""
-        if actions.shape[1] == frames - 1:
-            start = actions.new_full((actions.shape[0], 1), self.no_action)
-            return torch.cat([start, actions], dim=1)  # (B, T)
-        if actions.shape[1] == frames:
-            return actions
-        raise ValueError(
-            f"{frames} frames need {frames - 1} actions (one per transition), or {frames} when "
-            f"the first frame continues a rollout; got {actions.shape[1]}"
-        )
 
     def _backbone(
         self,
@@ -211,21 +193,11 @@ class DiTDynamics(ModelMixin, ConfigMixin):
         return self._backbone(x, levels, self.frame_actions(actions, x.shape[1]),
                               start=start).float()
 
-    @property
-    def receptive_field(self) -> int:
-        """Frames that can influence a frame's output, itself included: depth * (context-1) + 1."""
-        return self.config.depth * (self.config.context - 1) + 1
-
-    def new_cache(self) -> KVCache:
-        """An empty KV cache that slides over the last `context` frames."""
-        return self.transformer.new_cache(window=self.config.context)
-
     @torch.no_grad()
     def prefill(self, x: Tensor, levels: Tensor, actions: Tensor, cache: KVCache) -> None:
         """Commit context latents (B, t, N, C) at levels (B, t) and actions (B, t-1) to an
         empty cache. A prompt longer than `context` is fine: the cache slides as it fills."""
-        if cache.position != 0:
-            raise ValueError("prefill starts an episode: give it an empty cache (new_cache())")
+        self._require_empty(cache)
         self._backbone(x, levels, self.frame_actions(actions, x.shape[1]), cache=cache)
 
     @torch.no_grad()

@@ -3,12 +3,8 @@
 Dimensions: B batch, T frames, h×w token grid, N = h*w tokens per frame, K codebook size (the
 tokenizer's), A latent actions, D width.
 
-Action alignment: action t is the transition from frame t to frame t+1, so it conditions the
-tokens of frame t+1. Frame 0 of a clip has no action leading into it and gets a learned
-"no action" embedding (id A). Wherever this file takes `actions` it accepts either
-  (B, T-1): the clip starts an episode, frame 0 gets "no action", or
-  (B, T):   actions[:, i] leads into frame i, for windows cut from a longer rollout
-            (actions[:, 0] may be `no_action`).
+Action alignment, (B, T-1) or (B, T) `actions`, the receptive field and the cache: as for
+every dynamics model (genie/dynamics/causal.py).
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from genie.dynamics.causal import CausalDynamics, check_context
 from genie.nn import KVCache, SpatialPosEmb, STTransformer
 
 # Training masks a share r ~ U(MIN_MASK_RATE, 1) of each frame's tokens (Genie): high rates,
@@ -26,7 +23,7 @@ from genie.nn import KVCache, SpatialPosEmb, STTransformer
 MIN_MASK_RATE = 0.5
 
 
-class MaskGITDynamics(ModelMixin, ConfigMixin):
+class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
     """ST transformer over token embeddings, causal in time, predicting masked tokens.
 
     Inputs are codes in [0, K) or the mask id K; outputs are logits (…, K) over the codebook.
@@ -57,8 +54,7 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
         context_noise: float = 0.0,
     ):
         super().__init__()
-        if context < 2:
-            raise ValueError(f"context must hold at least 2 frames (past and next), got {context}")
+        check_context(context)
         if not 0.0 <= context_noise < 1.0:
             raise ValueError(f"context_noise is a probability below 1, got {context_noise}")
         self.mask_id, self.no_action = vocab_size, num_actions
@@ -72,10 +68,6 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ shared pieces
 
-    @property
-    def tokens_per_frame(self) -> int:
-        return self.config.grid_h * self.config.grid_w
-
     def flat_codes(self, tokens: Tensor) -> Tensor:
         """(B, T, h, w) or (B, T, N) codes -> (B, T, N)."""
         b, t = tokens.shape[:2]
@@ -86,18 +78,6 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
                 f"{self.config.grid_h}x{self.config.grid_w} grid"
             )
         return flat
-
-    def frame_actions(self, actions: Tensor, frames: int) -> Tensor:
-        """(B, T-1) or (B, T) actions -> (B, T), the action leading into each frame."""
-        if actions.shape[1] == frames - 1:
-            start = actions.new_full((actions.shape[0], 1), self.no_action)
-            return torch.cat([start, actions], dim=1)  # (B, T)
-        if actions.shape[1] == frames:
-            return actions
-        raise ValueError(
-            f"{frames} frames need {frames - 1} actions (one per transition), or {frames} when "
-            f"the first frame continues a rollout; got {actions.shape[1]}"
-        )
 
     def _backbone(
         self,
@@ -166,23 +146,13 @@ class MaskGITDynamics(ModelMixin, ConfigMixin):
         h = self._backbone(tokens, self.frame_actions(actions, tokens.shape[1]), start=start)
         return self.head(h).float()
 
-    @property
-    def receptive_field(self) -> int:
-        """Frames that can influence a frame's logits, itself included: depth * (context-1) + 1."""
-        return self.config.depth * (self.config.context - 1) + 1
-
-    def new_cache(self) -> KVCache:
-        """An empty KV cache that slides over the last `context` frames."""
-        return self.transformer.new_cache(window=self.config.context)
-
     @torch.no_grad()
     def prefill(self, tokens: Tensor, actions: Tensor, cache: KVCache) -> None:
         """Commit the context frames (B, t, h, w) and their actions (B, t-1) to an empty cache.
 
         A prompt longer than `context` is fine: the cache slides as it fills.
         """
-        if cache.position != 0:
-            raise ValueError("prefill starts an episode: give it an empty cache (new_cache())")
+        self._require_empty(cache)
         tokens = self.flat_codes(tokens)
         self._backbone(tokens, self.frame_actions(actions, tokens.shape[1]), cache=cache)
 

@@ -11,16 +11,15 @@ code recomputes the history (only the model's receptive field of it, which is ex
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from genie.dynamics.context import ContextSampler
 from genie.dynamics.maskgit.model import MaskGITDynamics
 from genie.errors import GenieError
-from genie.nn import KVCache
 
 
 @dataclass
@@ -48,23 +47,6 @@ class SamplerSettings:
             raise GenieError(f"top_k must be at least 1, got {self.top_k}")
 
 
-@dataclass(frozen=True)
-class SamplerState:
-    """Everything the next frame depends on, for snapshot and restore (undo, previews)."""
-
-    tokens: Tensor  # (B, T', N) the last T' < receptive field frames (the uncached path's input)
-    actions: Tensor  # (B, T') the action leading into each of them
-    position: int  # absolute index of the next frame
-    cache: KVCache | None
-    rng: Tensor  # the generator's state
-
-    def repeat(self, times: int) -> SamplerState:
-        """`times` copies of every batch row (previews of several actions from one state)."""
-        return dataclasses.replace(
-            self, tokens=self.tokens.repeat(times, 1, 1), actions=self.actions.repeat(times, 1),
-            cache=None if self.cache is None else self.cache.repeat(times))
-
-
 def cosine_masked(step: int, steps: int, n: int) -> int:
     """Tokens still masked after iteration `step` (0-based) of `steps`, out of n."""
     return math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps))
@@ -84,89 +66,30 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
     return logits
 
 
-class MaskGITSampler:
-    """Generates the codes of one frame per action, carrying the context along.
+class MaskGITSampler(ContextSampler):
+    """Samples each frame by MaskGIT iterations; the context is the frames' codes (B, T', N).
 
-    sampler = MaskGITSampler(model, SamplerSettings(seed=0))
-    sampler.reset(prompt_codes, prompt_actions)   # (B, t, h, w), (B, t-1) or None when t = 1
-    codes = sampler.next_frame(action)             # action: int or (B,) -> codes (B, h, w)
-    snap = sampler.state(); ...; sampler.load_state(snap)  # rewind, exactly
+    sampler = MaskGITSampler(model, SamplerSettings(seed=0)), then reset / next_frame / state /
+    load_state as every ContextSampler.
     """
 
     def __init__(self, model: MaskGITDynamics, settings: SamplerSettings | None = None):
-        self.model = model
-        self.settings = settings or SamplerSettings()
-        # On the model's device: CUDA sampling needs a CUDA generator.
-        self.generator = torch.Generator(device=model.device).manual_seed(self.settings.seed)
-        self._tokens: Tensor | None = None  # (B, T', N), see SamplerState
-        self._actions: Tensor | None = None  # (B, T')
-        self._position = 0
-        self._cache: KVCache | None = None
+        super().__init__(model, settings or SamplerSettings())
 
-    @property
-    def position(self) -> int:
-        """Absolute index of the next frame (frames given or generated so far)."""
-        return self._position
+    def _context(self, codes: Tensor) -> Tensor:
+        return self.model.flat_codes(codes)  # (B, t, N): MaskGIT reads the codes themselves
 
-    @torch.no_grad()
-    def reset(self, tokens: Tensor, actions: Tensor | None = None, seed: int | None = None) -> None:
-        """Start from prompt codes (B, t, h, w) and the t-1 actions between them (None if t=1).
+    def _prefill(self, frames: Tensor, frame_actions: Tensor) -> None:
+        self.model.prefill(frames, frame_actions, self._cache)
 
-        `seed` reseeds the generator; left out, the random stream continues.
-        """
-        model = self.model
-        tokens = model.flat_codes(tokens.to(model.device))  # (B, t, N)
-        if actions is None:
-            if tokens.shape[1] > 1:
-                raise ValueError(f"a prompt of {tokens.shape[1]} frames needs its actions")
-            actions = tokens.new_zeros(tokens.shape[0], 0)
-        frame_actions = model.frame_actions(actions.to(model.device).long(), tokens.shape[1])
-        if seed is not None:
-            self.generator.manual_seed(seed)
-        self._cache = None
-        if self.settings.use_cache:
-            self._cache = model.new_cache()
-            model.prefill(tokens, frame_actions, self._cache)
-        self._position = tokens.shape[1]
-        self._keep(tokens, frame_actions)
-
-    def state(self) -> SamplerState:
-        """A snapshot; cheap, as the cache shares its tensors (none is modified in place)."""
-        self._require_context()
-        cache = None if self._cache is None else self._cache.clone()
-        return SamplerState(self._tokens, self._actions, self._position, cache,
-                            self.generator.get_state())
-
-    def load_state(self, state: SamplerState) -> None:
-        """Rewind to a snapshot; the same snapshot can be loaded any number of times."""
-        self._tokens, self._actions, self._position = state.tokens, state.actions, state.position
-        self._cache = None if state.cache is None else state.cache.clone()
-        self.generator.set_state(state.rng)
-
-    @torch.no_grad()
-    def next_frame(self, action: int | Tensor) -> Tensor:
-        """Sample the codes (B, h, w) of the frame that `action` (int or (B,)) leads to."""
-        self._require_context()
-        b = self._tokens.shape[0]
-        action = torch.as_tensor(action, device=self._tokens.device).long().expand(b)  # (B,)
-        frame = self._sample_frame(action)  # (B, N)
-        if self._cache is not None:
-            self.model.next_logits(frame, action, self._cache, commit=True)
-        self._position += 1
-        self._keep(torch.cat([self._tokens, frame[:, None]], dim=1),
-                   torch.cat([self._actions, action[:, None]], dim=1))
-        cfg = self.model.config
-        return frame.view(b, cfg.grid_h, cfg.grid_w)
-
-    def _keep(self, tokens: Tensor, actions: Tensor) -> None:
-        # The next frame plus these fill the receptive field: older frames cannot matter.
-        keep = self.model.receptive_field - 1
-        self._tokens, self._actions = tokens[:, -keep:], actions[:, -keep:]  # (B, T', N), (B, T')
+    def _commit(self, frame: Tensor, action: Tensor) -> None:
+        self.model.next_logits(frame, action, self._cache, commit=True)
 
     def _sample_frame(self, action: Tensor) -> Tensor:
+        """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule."""
         cfg, model = self.settings, self.model
-        b, n = self._tokens.shape[0], self._tokens.shape[2]
-        frame = torch.full((b, n), model.mask_id, dtype=torch.long, device=self._tokens.device)
+        b, n = self._frames.shape[0], self._frames.shape[2]
+        frame = torch.full((b, n), model.mask_id, dtype=torch.long, device=self._frames.device)
         masked = torch.ones(b, n, dtype=torch.bool, device=frame.device)
         count = n  # tokens masked in every row: the schedule is the same for all
         for step in range(cfg.steps):
@@ -191,9 +114,9 @@ class MaskGITSampler:
         """Logits (B, N, K) of the frame being sampled, through the cache or recomputed."""
         if self._cache is not None:
             return self.model.next_logits(frame, action, self._cache, commit=False)
-        tokens = torch.cat([self._tokens, frame[:, None]], dim=1)  # (B, T'+1, N)
+        tokens = torch.cat([self._frames, frame[:, None]], dim=1)  # (B, T'+1, N)
         actions = torch.cat([self._actions, action[:, None]], dim=1)  # (B, T'+1)
-        start = self._position - self._tokens.shape[1]
+        start = self._position - self._frames.shape[1]
         return self.model.logits(tokens, actions, start=start)[:, -1]
 
     def _sample(self, logits: Tensor) -> Tensor:
@@ -213,7 +136,3 @@ class MaskGITSampler:
     def _gumbel(self, shape: torch.Size) -> Tensor:
         u = torch.rand(shape, generator=self.generator, device=self.generator.device)
         return -torch.log(-torch.log(u.clamp_min(1e-20)))
-
-    def _require_context(self) -> None:
-        if self._tokens is None:
-            raise RuntimeError("the sampler has no context yet: call reset(prompt_codes) first")

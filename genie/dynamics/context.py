@@ -1,0 +1,145 @@
+"""What a sampler carries from frame to frame, whatever the backend: the base of both samplers.
+
+Dimensions: B batch, T' frames kept, h×w token grid, N = h*w tokens per frame.
+
+A sampler keeps the last frames as its model reads them (codes for MaskGIT, noised latents for
+the DiT), the action leading into each, the absolute position of the next frame, the KV cache
+and its random stream. `ContextSampler` holds that bookkeeping, the snapshots and the frame
+loop; a backend adds only how a frame is sampled and how a frame enters the context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from genie.nn import KVCache
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Everything the next frame depends on, for snapshot and restore (undo, previews)."""
+
+    frames: Tensor  # (B, T', N, ...) the last T' < receptive field frames as the model reads them
+    actions: Tensor  # (B, T') the action leading into each of them
+    position: int  # absolute index of the next frame
+    cache: KVCache | None
+    rng: Tensor  # the generator's state
+
+    def repeat(self, times: int) -> SamplerState:
+        """`times` copies of every batch row (previews of several actions from one state)."""
+        rows = (times,) + (1,) * (self.frames.dim() - 1)
+        return dataclasses.replace(
+            self, frames=self.frames.repeat(rows), actions=self.actions.repeat(times, 1),
+            cache=None if self.cache is None else self.cache.repeat(times))
+
+
+class ContextSampler:
+    """Generates the codes of one frame per action, carrying the context along.
+
+    sampler.reset(prompt_codes, prompt_actions)   # (B, t, h, w), (B, t-1) or None when t = 1
+    codes = sampler.next_frame(action)             # action: int or (B,) -> codes (B, h, w)
+    snap = sampler.state(); ...; sampler.load_state(snap)  # rewind, exactly
+
+    A backend defines `_context` (codes -> frames as the model reads them), `_prefill` and
+    `_commit` (frames into the cache) and `_sample_frame` (the next frame's codes).
+    """
+
+    def __init__(self, model, settings):
+        self.model = model
+        self.settings = settings
+        # On the model's device: CUDA sampling needs a CUDA generator.
+        self.generator = torch.Generator(device=model.device).manual_seed(settings.seed)
+        self._frames: Tensor | None = None  # (B, T', N, ...), see SamplerState
+        self._actions: Tensor | None = None  # (B, T')
+        self._position = 0
+        self._cache: KVCache | None = None
+
+    @property
+    def position(self) -> int:
+        """Absolute index of the next frame (frames given or generated so far)."""
+        return self._position
+
+    @torch.no_grad()
+    def reset(self, tokens: Tensor, actions: Tensor | None = None, seed: int | None = None) -> None:
+        """Start from prompt codes (B, t, h, w) and the t-1 actions between them (None if t=1).
+
+        `seed` reseeds the generator; left out, the random stream continues.
+        """
+        model = self.model
+        b, t = tokens.shape[:2]
+        if actions is None:
+            if t > 1:
+                raise ValueError(f"a prompt of {t} frames needs its actions")
+            actions = torch.zeros(b, 0, dtype=torch.long, device=model.device)
+        frame_actions = model.frame_actions(actions.to(model.device).long(), t)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        frames = self._context(tokens.to(model.device))  # (B, t, N, ...)
+        self._cache = None
+        if self.settings.use_cache:
+            self._cache = model.new_cache()
+            self._prefill(frames, frame_actions)
+        self._position = t
+        self._keep(frames, frame_actions)
+
+    def state(self) -> SamplerState:
+        """A snapshot; cheap, as the cache shares its tensors (none is modified in place)."""
+        self._require_context()
+        cache = None if self._cache is None else self._cache.clone()
+        return SamplerState(self._frames, self._actions, self._position, cache,
+                            self.generator.get_state())
+
+    def load_state(self, state: SamplerState) -> None:
+        """Rewind to a snapshot; the same snapshot can be loaded any number of times."""
+        self._frames, self._actions, self._position = state.frames, state.actions, state.position
+        self._cache = None if state.cache is None else state.cache.clone()
+        self.generator.set_state(state.rng)
+
+    @torch.no_grad()
+    def next_frame(self, action: int | Tensor) -> Tensor:
+        """Sample the codes (B, h, w) of the frame that `action` (int or (B,)) leads to."""
+        self._require_context()
+        b = self._frames.shape[0]
+        action = torch.as_tensor(action, device=self._frames.device).long().expand(b)  # (B,)
+        codes = self._sample_frame(action)  # (B, N)
+        frame = self._context(codes[:, None])[:, 0]  # (B, N, ...)
+        if self._cache is not None:
+            self._commit(frame, action)
+        self._position += 1
+        self._keep(torch.cat([self._frames, frame[:, None]], dim=1),
+                   torch.cat([self._actions, action[:, None]], dim=1))
+        cfg = self.model.config
+        return codes.view(b, cfg.grid_h, cfg.grid_w)
+
+    # ------------------------------------------------------------------ a backend's part
+
+    def _context(self, codes: Tensor) -> Tensor:
+        """Codes (B, t, h, w) or (B, t, N) -> the frames (B, t, N, ...) the context holds."""
+        raise NotImplementedError
+
+    def _prefill(self, frames: Tensor, frame_actions: Tensor) -> None:
+        """Commit the prompt's frames (B, t, N, ...) and actions (B, t) to the empty cache."""
+        raise NotImplementedError
+
+    def _commit(self, frame: Tensor, action: Tensor) -> None:
+        """Append the finished frame (B, N, ...) that `action` (B,) led to to the cache."""
+        raise NotImplementedError
+
+    def _sample_frame(self, action: Tensor) -> Tensor:
+        """The codes (B, N) of the frame that `action` (B,) leads to."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _keep(self, frames: Tensor, actions: Tensor) -> None:
+        # The next frame plus these fill the receptive field: older frames cannot matter.
+        keep = self.model.receptive_field - 1
+        self._frames, self._actions = frames[:, -keep:], actions[:, -keep:]  # (B, T', ...)
+
+    def _require_context(self) -> None:
+        if self._frames is None:
+            raise RuntimeError("the sampler has no context yet: call reset(prompt_codes) first")
