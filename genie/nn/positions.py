@@ -70,6 +70,8 @@ class RotaryEmbedding(nn.Module):
         inv_freq = self.base ** (-exponents / self.head_dim)  # (Dh/2,)
         angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, Dh/2)
         cos, sin = angles.cos(), angles.sin()
-        x1, x2 = x.float().chunk(2, dim=-1)  # rotate pairs (x1[i], x2[i]), GPT-NeoX layout
-        out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        # Pairs (x1[i], x2[i]), GPT-NeoX layout, rotate to (x1 cos - x2 sin, x2 cos + x1 sin).
+        x1, x2 = x.float().chunk(2, dim=-1)
+        swapped = torch.cat([x2, x1], dim=-1)
+        out = x.float() * torch.cat([cos, cos], -1) + swapped * torch.cat([-sin, sin], -1)
         return out.to(x.dtype)

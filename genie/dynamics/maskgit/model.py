@@ -163,8 +163,14 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         """Logits (B, N, K) of the next frame's codes (B, N) or (B, h, w), mask ids allowed.
 
         Only the new frame is computed, against the cached past; `action` (B,) leads into it.
-        `commit=True` appends the frame to the cache: do it once, with the final codes.
+        `commit=True` appends the frame to the cache: do it once, with the final codes, or
+        call `commit`, which skips the logits.
         """
         tokens = self.flat_codes(frame[:, None])  # (B, 1, N)
         h = self._backbone(tokens, action[:, None], cache=cache, commit=commit)
         return self.head(h[:, 0]).float()
+
+    @torch.no_grad()
+    def commit(self, frame: Tensor, action: Tensor, cache: KVCache) -> None:
+        """Append the finished frame's codes (B, N) or (B, h, w), led to by `action` (B,)."""
+        self._backbone(self.flat_codes(frame[:, None]), action[:, None], cache=cache)

@@ -83,7 +83,7 @@ class MaskGITSampler(ContextSampler):
         self.model.prefill(frames, frame_actions, self._cache)
 
     def _commit(self, frame: Tensor, action: Tensor) -> None:
-        self.model.next_logits(frame, action, self._cache, commit=True)
+        self.model.commit(frame, action, self._cache)
 
     def _sample_frame(self, action: Tensor) -> Tensor:
         """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule."""
