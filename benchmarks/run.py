@@ -116,10 +116,10 @@ def bench_train(args, work: Path) -> list[dict]:
     return rows
 
 
-def tiny_world(path: str | None, backend: str | None = None):
+def tiny_world(path: str | None, backend: str | None = None, context: int | None = None):
     """The world at `path`, or the `tiny` preset's architecture with untrained weights (the
     speed of a step does not depend on what the weights learned), with its dynamics backend
-    or `backend`."""
+    or `backend`, and its context or `context` frames."""
     import dataclasses
 
     import genie
@@ -131,13 +131,14 @@ def tiny_world(path: str | None, backend: str | None = None):
 
     if path:
         return genie.load(path, device="cpu")
-    if backend in (None, "maskgit"):
+    if backend in (None, "maskgit") and context is None:
         from genie.worlds import DEFAULT_WORLD
 
         if (DEFAULT_WORLD / "world.json").exists():
             return genie.load(DEFAULT_WORLD, device="cpu")
     config = load_config("tiny")
-    dynamics = dataclasses.replace(config.dynamics, backend=backend or config.dynamics.backend)
+    dynamics = dataclasses.replace(config.dynamics, backend=backend or config.dynamics.backend,
+                                   context=context or config.dynamics.context)
     tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
                          **config.tokenizer.model_kwargs())
     lam = LatentActionModel(height=64, width=64, **config.lam.model_kwargs())
@@ -153,11 +154,14 @@ def bench_world(args, work: Path) -> list[dict]:
     import torch
 
     peak = matmul_rate(torch.float32)
+    # The cache's gain grows with the context (the uncached step recomputes the receptive
+    # field, depth * (context - 1) + 1 frames): the tiny architecture at a 16-frame context too.
     return [*world_rows(tiny_world(args.world), peak),
+            *world_rows(tiny_world(None, "maskgit", context=16), peak, previews=False),
             *world_rows(tiny_world(args.dit_world, "dit"), peak)]
 
 
-def world_rows(world, peak: float) -> list[dict]:
+def world_rows(world, peak: float, previews: bool = True) -> list[dict]:
     import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -181,6 +185,8 @@ def world_rows(world, peak: float) -> list[dict]:
                      "frames_per_s": 1e3 / ms, "gflop_per_frame": flops / 1e9,
                      "of_fp32_peak": flops / (ms / 1e3) / peak})
     world.sampler.settings.use_cache = True
+    if not previews:
+        return rows
     world.reset(prompt, seed=0)
     start = time.perf_counter()
     for _ in range(3):
