@@ -241,7 +241,9 @@ def test_sigkill_then_rerun_completes(tmp_path, video_maker):
     out = tmp_path / "ds"
     proc = run_prepare(src, out)
     deadline = time.monotonic() + 60
-    while not (out / "journal.jsonl").exists():  # the first shard is committed
+    journal = out / "journal.jsonl"
+    # the file appears when it is opened, before its first line is written: wait for the line
+    while not (journal.exists() and journal.read_text().endswith("\n")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.002)
