@@ -80,7 +80,6 @@ class KVCache:
         new.frames_seen = list(self.frames_seen)
         return new
 
-
     def repeat(self, times: int) -> KVCache:
         """A cache for `times` copies of each batch row, b-major as the (B*N) fold is."""
         new = self.clone()
