@@ -100,6 +100,8 @@ def test_misuse_raises_clear_errors():
         sampler.reset(tokens)
     with pytest.raises(ValueError, match="context"):
         DiTDynamics(**TINY | {"context": 1})
+    with pytest.raises(ValueError, match="prediction"):
+        DiTDynamics(**TINY | {"prediction": "epsilon"})
     for bad in ({"steps": 0}, {"context_noise": 1.0}, {"shift": 0.0}):
         with pytest.raises(GenieError):
             DiTSettings(**bad)
@@ -196,8 +198,9 @@ def test_a_frames_noise_level_changes_that_frame_and_later_ones_only():
     assert (a[:, 2:] - b[:, 2:]).abs().amax(dim=(0, 2, 3)).min() > 1e-3
 
 
-def test_one_step_lowers_the_loss_on_a_fixed_batch():
-    model = tiny_model().train()
+@pytest.mark.parametrize("prediction", ["velocity", "x0"])
+def test_one_step_lowers_the_loss_on_a_fixed_batch(prediction):
+    model = tiny_model(prediction=prediction).train()
     opt = torch.optim.AdamW(model.parameters(), 3e-3)
     batch = clip(b=4)
 
@@ -210,6 +213,22 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     opt.step()
     with torch.no_grad():
         assert loss_with_fixed_noise() < before.detach()
+
+
+@torch.no_grad()
+def test_x0_prediction_becomes_the_velocity_that_leads_to_it():
+    """x_τ - τ v is the network's x0: the sampler's Euler step lands on the predicted frame."""
+    model = tiny_model(prediction="x0")
+    x, levels = noisy()
+    _, actions = clip()
+    x0_hat = model._backbone(x, levels, model.frame_actions(actions, 4)).float()
+    v = model.velocity(x, levels, actions)
+    tau = levels[:, :, None, None].clamp_min(0.05)  # below that the division is floored
+    torch.testing.assert_close(x - tau * v, x0_hat, atol=1e-5, rtol=1e-5)
+    cache = model.new_cache()
+    model.prefill(x[:, :3], levels[:, :3], actions[:, :2], cache)
+    torch.testing.assert_close(model.next_velocity(x[:, 3], levels[:, 3], actions[:, 2], cache),
+                               v[:, 3], atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()

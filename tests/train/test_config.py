@@ -54,11 +54,13 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
 
 def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     maskgit = load_config("test").dynamics
-    assert "context_noise" in maskgit.model_kwargs()
+    assert "context_noise" in maskgit.model_kwargs() and "prediction" not in maskgit.model_kwargs()
     assert set(maskgit.sampler_settings()) == {"steps", "temperature"}
     dit = load_config("test", ["dynamics.backend=dit", "dynamics.dit.context_noise=0.2"]).dynamics
-    assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context"}
+    assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction"}
     assert dit.sampler_settings() == {"steps": 2, "context_noise": 0.2, "shift": 1.0}
     with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
         load_config("test", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]
                     ).dynamics.model_kwargs()
+    with pytest.raises(GenieError, match="is a DiT setting"):
+        load_config("test", ["dynamics.prediction=x0"]).dynamics.model_kwargs()

@@ -12,7 +12,10 @@ the sampler snaps each denoised token to its nearest code, so a DiT world hands 
 codes, as a MaskGIT world does.
 
 Noise: rectified flow. At level τ in [0, 1] (1 is pure noise) a frame is x_τ = (1-τ) x0 + τ ε
-and the model predicts the velocity v = ε - x0. Diffusion forcing: every frame of a training
+and the sampler integrates the velocity v = ε - x0. The network predicts v itself
+(`prediction="velocity"`, MSE on v) or the clean latents x0 (`prediction="x0"`, MSE on x0,
+v = (x_τ - x0_hat) / τ): at high noise a velocity network must carry the noise ε through all
+its layers to its output, an x0 network only the frame. Diffusion forcing: every frame of a training
 clip gets its own level, so one model both denoises the next frame and reads context that is
 not clean (its own samples at play time, which the sampler holds at a small fixed level).
 
@@ -37,21 +40,25 @@ from genie.nn import KVCache, SpatialPosEmb, STTransformer
 # Frames above this noise level are "high noise" in the training logs: the regime of the frame
 # being generated, where the loss says how well the next frame is predicted.
 HIGH_NOISE = 0.5
+PREDICTIONS = ("velocity", "x0")
 CONTEXT_LEVEL = 0.1  # the sampler's default context noise level (DiTSettings.context_noise)
 LEVEL_FEATURES = 256  # sinusoidal features of the noise level, as DiT's timestep embedding
+# x0 prediction turns into a velocity by dividing by τ: floored here, as τ -> 0 would blow up
+# (only training draws levels that low; the sampler never evaluates a frame at τ = 0).
+MIN_X0_LEVEL = 0.05
 
 
 class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
-    """ST transformer over continuous frame latents, causal in time, predicting the velocity.
+    """ST transformer over continuous frame latents, causal in time, predicting v or x0.
 
     Input per token: its noisy latent (C) projected to D, plus a learned spatial position;
     temporal positions are rotary (relative), so a KV cache stays valid as the window slides.
     Each frame's condition (action embedding + noise-level embedding) sets every block's
     shift, scale and gate (adaLN-Zero) and the final norm's; the output projection starts at
-    zero, so an untrained model predicts v = 0.
+    zero, so an untrained model outputs 0 (v = 0, or x0 = 0).
 
     Training (`forward`): codes (B, T, h, w) -> latents, an independent level τ ~ U(0, 1) per
-    frame (`sample_levels`), MSE on the velocity of every frame. Uniform rather than SD3's
+    frame (`sample_levels`), MSE on the prediction (v or x0) of every frame. Uniform rather than SD3's
     logit-normal: sampling conditions on context frames at a small level (~0.1) in every
     step, and a logit-normal draw rarely visits levels that low.
     """
@@ -68,9 +75,12 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         depth: int = 4,
         heads: int = 4,
         context: int = 16,
+        prediction: str = "velocity",
     ):
         super().__init__()
         check_context(context)
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown DiT prediction {prediction!r}: choose one of {PREDICTIONS}")
         self.no_action = num_actions
         # Zeros until set_codebook: a persistent buffer, so it is saved with the weights and a
         # loaded DiT snaps to the codes it was trained on.
@@ -167,15 +177,17 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         levels = self.sample_levels(b, t, x0.device)  # (B, T)
         noise = torch.randn_like(x0)
         tau = levels[:, :, None, None]
-        v = self._backbone((1 - tau) * x0 + tau * noise, levels, frame_actions).float()
-        per_frame = (v - (noise - x0)).square().mean(dim=(2, 3))  # (B, T)
+        x = (1 - tau) * x0 + tau * noise
+        out = self._backbone(x, levels, frame_actions).float()
+        target = x0 if self.config.prediction == "x0" else noise - x0
+        per_frame = (out - target).square().mean(dim=(2, 3))  # (B, T)
         loss = per_frame.mean()
 
         with torch.no_grad():
             high = levels >= HIGH_NOISE
             # The clean frame the model implies, snapped to codes: how often a high-noise frame
             # lands on its true code says how well it predicts a frame it barely sees.
-            x0_hat = (1 - tau) * x0 + tau * noise - tau * v  # x_τ - τ v
+            x0_hat = out if self.config.prediction == "x0" else x - tau * out
             hits = (self.snap(x0_hat) == codes.reshape(b, t, -1)).float().mean(-1)  # (B, T)
             logs = {"loss": loss.detach(), "loss_low_noise": _mean_where(per_frame, ~high),
                     "loss_high_noise": _mean_where(per_frame, high),
@@ -190,8 +202,8 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         Every frame is recomputed under the banded `context` window; `start` is the absolute
         index of x[:, 0]. Passing the last `receptive_field` frames reproduces the whole history.
         """
-        return self._backbone(x, levels, self.frame_actions(actions, x.shape[1]),
-                              start=start).float()
+        out = self._backbone(x, levels, self.frame_actions(actions, x.shape[1]), start=start)
+        return self._velocity(out, x, levels[:, :, None, None])
 
     @torch.no_grad()
     def prefill(self, x: Tensor, levels: Tensor, actions: Tensor, cache: KVCache) -> None:
@@ -208,9 +220,16 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         Only the new frame is computed, against the cached past; `action` (B,) leads into it.
         `commit=True` appends the frame to the cache: do it once, at the context level.
         """
-        v = self._backbone(x[:, None], level[:, None], action[:, None], cache=cache,
-                           commit=commit)
-        return v[:, 0].float()
+        out = self._backbone(x[:, None], level[:, None], action[:, None], cache=cache,
+                             commit=commit)
+        return self._velocity(out[:, 0], x, level[:, None, None])
+
+    def _velocity(self, out: Tensor, x: Tensor, tau: Tensor) -> Tensor:
+        """The network's output for latents x at levels tau (broadcast) -> the velocity."""
+        out = out.float()
+        if self.config.prediction == "velocity":
+            return out
+        return (x.float() - out) / tau.float().clamp_min(MIN_X0_LEVEL)
 
 
 def _mean_where(values: Tensor, where: Tensor) -> Tensor:
