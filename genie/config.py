@@ -117,8 +117,9 @@ class DynamicsConfig:
     # MaskGIT only: chance that a visible training token is swapped for a random code. (A DiT
     # needs no such noise: diffusion forcing trains it on noisy context anyway.)
     context_noise: float = 0.0
-    # DiT only: what the network predicts, "velocity" or "x0" (genie/dynamics/dit/model.py).
-    prediction: str = "velocity"
+    # DiT only: what the network predicts, "velocity" or "x0" (genie/dynamics/dit/model.py);
+    # unset, x0, which beat velocity on CoinRun and on the moving-square test world (README).
+    prediction: str | None = None
     sample_steps: int = 8  # MaskGIT iterations or DiT denoising steps per generated frame
     temperature: float = 1.0  # MaskGIT sampling temperature (0 = greedy)
     dit: DiTSamplingConfig = field(default_factory=DiTSamplingConfig)
@@ -131,13 +132,12 @@ class DynamicsConfig:
             if self.context_noise:
                 raise GenieError("dynamics.context_noise swaps MaskGIT tokens and means nothing "
                                  "to a DiT: drop it (the DiT's is dynamics.dit.context_noise)")
-            exclude += ("context_noise",)
-        elif self.prediction != "velocity":
+            return _model_kwargs(self, exclude=exclude + ("context_noise",)) | {
+                "prediction": self.prediction or "x0"}
+        if self.prediction is not None:
             raise GenieError(f"dynamics.prediction={self.prediction} is a DiT setting: drop it "
                              "or add dynamics.backend=dit")
-        else:
-            exclude += ("prediction",)
-        return _model_kwargs(self, exclude=exclude)
+        return _model_kwargs(self, exclude=exclude + ("prediction",))
 
     def sampler_settings(self) -> dict:
         """The default sampler settings of the chosen backend (world.json's `sampler`)."""

@@ -58,6 +58,7 @@ def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     assert set(maskgit.sampler_settings()) == {"steps", "temperature"}
     dit = load_config("test", ["dynamics.backend=dit", "dynamics.dit.context_noise=0.2"]).dynamics
     assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction"}
+    assert dit.model_kwargs()["prediction"] == "x0"  # the default, unless dynamics.prediction
     assert dit.sampler_settings() == {"steps": 2, "context_noise": 0.2, "shift": 1.0}
     with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
         load_config("test", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]

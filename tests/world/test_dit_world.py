@@ -20,7 +20,7 @@ def dit_world(tiny_world, coinrun_dataset, tmp_path_factory):
 
     100 steps rather than the preset's 20: the action embeddings start small beside the
     noise-level embedding, and after 20 steps no action changes a sampled code yet (measured:
-    1 distinct next frame of 8 at 20 steps, 4 at 100; ~12 s).
+    1 distinct next frame of 8 at 20 steps, 4 at 100, predicting v; ~12 s).
     """
     out = tmp_path_factory.mktemp("worlds") / "dit"
     code = main(["train", "world", "--config", "test", "--backend", "dit", "--data",

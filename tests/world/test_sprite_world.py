@@ -123,14 +123,14 @@ def meaning(parts) -> Meaning:
 
 
 def train_world(parts, backend: str, folder, *, dim: int, depth: int, steps: int, batch: int,
-                lr: float, decay: bool, sampler: dict) -> genie.World:
+                lr: float, decay: bool, sampler: dict, **model_kwargs) -> genie.World:
     """Train `backend` dynamics on codes and inferred actions, save the world, load it."""
     tokenizer, lam = parts
     video, _ = clips(1024, SEED * 10_000 + 2000)
     codes, actions = tokenizer.encode(video), lam.infer_actions(video)  # the LAM's, not truth
     torch.manual_seed(SEED)
     dynamics = new_model(backend, tokenizer, ACTIONS, dim=dim, depth=depth, heads=2,
-                         context=CLIP)
+                         context=CLIP, **model_kwargs)
     g = torch.Generator().manual_seed(SEED)
 
     def windows(step):
@@ -159,7 +159,7 @@ def maskgit_world(parts, tmp_path_factory):
 def dit_world(parts, tmp_path_factory):
     return train_world(parts, "dit", tmp_path_factory.mktemp("sprite_dit"), dim=32, depth=1,
                        steps=800, batch=16, lr=1e-2, decay=False,
-                       sampler={"steps": 4, "context_noise": 0.1})
+                       sampler={"steps": 4, "context_noise": 0.1}, prediction="x0")
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,8 @@ def test_maskgit_world_moves_the_square_as_its_actions_mean(maskgit_world, meani
 
 
 def test_dit_world_responds_differently_to_different_actions(dit_world, meaning):
-    """Same seed, different meant moves: 11-47% of the pairs give different frames over seeds
+    """Same seed, different meant moves: 51-76% of the pairs give different frames over seeds
     0-4 (MaskGIT: all). The DiT learns the actions far more slowly: it puts the square where
-    the action means in only 8-13% of steps (README, DiT backend)."""
+    the action means in only 13-27% of steps (README, DiT backend)."""
     response = respond(dit_world, meaning)
-    assert response.differ().float().mean() >= 0.05
+    assert response.differ().float().mean() >= 0.3

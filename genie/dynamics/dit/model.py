@@ -75,6 +75,8 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         depth: int = 4,
         heads: int = 4,
         context: int = 16,
+        # "velocity" here only because a config.json saved before the option existed has no
+        # such key and was trained on v; new models get dynamics.prediction (default x0).
         prediction: str = "velocity",
     ):
         super().__init__()
