@@ -58,9 +58,9 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
     zero, so an untrained model outputs 0 (v = 0, or x0 = 0).
 
     Training (`forward`): codes (B, T, h, w) -> latents, an independent level τ ~ U(0, 1) per
-    frame (`sample_levels`), MSE on the prediction (v or x0) of every frame. Uniform rather than SD3's
-    logit-normal: sampling conditions on context frames at a small level (~0.1) in every
-    step, and a logit-normal draw rarely visits levels that low.
+    frame (`sample_levels`), MSE on the prediction (v or x0) of every frame. Uniform rather
+    than SD3's logit-normal: sampling conditions on context frames at a small level (~0.1) in
+    every step, and a logit-normal draw rarely visits levels that low.
     """
 
     @register_to_config
