@@ -43,8 +43,8 @@ HIGH_NOISE = 0.5
 PREDICTIONS = ("velocity", "x0")
 CONTEXT_LEVEL = 0.1  # the sampler's default context noise level (DiTSettings.context_noise)
 LEVEL_FEATURES = 256  # sinusoidal features of the noise level, as DiT's timestep embedding
-# x0 prediction turns into a velocity by dividing by τ: floored here, as τ -> 0 would blow up
-# (only training draws levels that low; the sampler never evaluates a frame at τ = 0).
+# x0 prediction turns into a velocity by dividing by τ, floored here against τ = 0: the
+# sampler never denoises at τ = 0, but context frames held at level 0 pass through too.
 MIN_X0_LEVEL = 0.05
 
 
