@@ -203,18 +203,7 @@ class SelfAttention(nn.Module):
         past: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         b, length, dim = x.shape
-        qkv = self.qkv(x).view(b, length, 3, self.heads, self.head_dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4).contiguous()  # (3, B', H, L, Dh)
-        # Queries and keys are normalised and rotated together, as one (2, B', H, L, Dh)
-        # tensor: sampling a frame makes hundreds of these small calls, half as many this way.
-        qk, v = qkv[:2], qkv[2]
-        if self.q_norm is not None:
-            qk = self._norm(qk)
-        if self.rope is not None:
-            if positions is None:
-                raise ValueError("rotary attention needs the positions of its tokens")
-            qk = self.rope(qk, positions)
-        q, k = qk.unbind(0)
+        q, k, v = self._project(x, positions)
         new_kv = (k, v)
         if past is None:
             out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
@@ -234,6 +223,29 @@ class SelfAttention(nn.Module):
                 out = attention(q, k, v, causal=causal, window=window, backend=self.backend)
         out = out.transpose(1, 2).reshape(b, length, dim)  # (B', L, D)
         return self.proj(out), new_kv
+
+    def keys_values(self, x: Tensor, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Only this call's (k, v), each (B', H, L, Dh), as forward returns them: what a frame
+        committed to a cache needs from the last layer, whose output nothing reads."""
+        _, k, v = self._project(x, positions)
+        return k, v
+
+    def _project(self, x: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """x (B', L, D) -> q, k, v (B', H, L, Dh), queries and keys normalised and rotated."""
+        b, length, _ = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4).contiguous()  # (3, B', H, L, Dh)
+        # Queries and keys are normalised and rotated together, as one (2, B', H, L, Dh)
+        # tensor: sampling a frame makes hundreds of these small calls, half as many this way.
+        qk, v = qkv[:2], qkv[2]
+        if self.q_norm is not None:
+            qk = self._norm(qk)
+        if self.rope is not None:
+            if positions is None:
+                raise ValueError("rotary attention needs the positions of its tokens")
+            qk = self.rope(qk, positions)
+        q, k = qk.unbind(0)
+        return q, k, v
 
     def _norm(self, qk: Tensor) -> Tensor:
         """RMS norm of queries and keys (2, ..., Dh), each with its own scale, in their dtype

@@ -56,6 +56,9 @@ class STBlock(nn.Module):
         `cache`; they attend to the cached keys/values of this layer, and with `commit` their
         own are appended. `commit=False` recomputes the same frames (e.g. several MaskGIT or
         denoising steps) without touching the cache. Position and window come from the cache.
+      kv_only: with a cache and commit, stop once this block's temporal keys/values are
+        appended and return None; the last block of a stack committing frames whose output
+        nothing reads skips its temporal attention and MLP.
     """
 
     def __init__(
@@ -93,7 +96,10 @@ class STBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         commit: bool = True,
-    ) -> Tensor:
+        kv_only: bool = False,
+    ) -> Tensor | None:
+        if kv_only and (cache is None or not commit):
+            raise ValueError("kv_only appends keys/values to a cache: it needs cache and commit")
         b, t, n, d = x.shape
         mods = _modulation_params(self.modulation, cond, b, t, 9)
         start, window = self._resolve_time(start, window, cache, layer)
@@ -110,6 +116,9 @@ class STBlock(nn.Module):
             h = modulate(h, mods[3], mods[4])
         h = h.transpose(1, 2).reshape(b * n, t, d)  # (B*N, T, D)
         positions = torch.arange(start, start + t, device=x.device)
+        if kv_only:
+            cache.append(layer, *self.temporal.keys_values(h, positions))
+            return None
         h, (k, v) = self.temporal(
             h,
             causal=self.causal,
@@ -163,8 +172,10 @@ class STTransformer(nn.Module):
     (a cache filled with grad enabled would hold on to the graph). This computes exactly what
     `forward(all_frames, window=W)` computes for those frames, and a new frame's temporal
     attention costs N * W however long the history. `commit=False` evaluates the new frames
-    without appending them. With more than one layer, frame t still depends on frames older
-    than t-W+1 through the deeper layers' cached keys; that is what the banded mask reproduces.
+    without appending them; `output=False` only appends them and returns None, skipping the
+    work after the last block's keys/values (a prompt prefilled, a finished frame committed).
+    With more than one layer, frame t still depends on frames older than t-W+1 through the
+    deeper layers' cached keys; that is what the banded mask reproduces.
     """
 
     def __init__(
@@ -217,13 +228,18 @@ class STTransformer(nn.Module):
         window: int | None = None,
         cache: KVCache | None = None,
         commit: bool = True,
-    ) -> Tensor:
+        output: bool = True,
+    ) -> Tensor | None:
         if cache is not None:
             if cache.depth != len(self.blocks):
                 raise ValueError(f"cache has {cache.depth} layers, the model {len(self.blocks)}")
             _ = cache.position  # raises if an interrupted pass left the layers out of step
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, cond=cond, start=start, window=window, cache=cache, layer=i, commit=commit)
+            x = block(x, cond=cond, start=start, window=window, cache=cache, layer=i,
+                      commit=commit, kv_only=not output and i == last)
+        if not output:
+            return None
         x = self.norm(x)
         mods = _modulation_params(self.final_modulation, cond, x.shape[0], x.shape[1], 2)
         return modulate(x, *mods) if mods else x

@@ -292,13 +292,17 @@ def test_cached_and_uncached_sampling_give_the_same_codes(settings, rollout):
 def test_denoising_steps_run_on_the_scheduler_grid_and_leave_the_cache_alone():
     model = tiny_model()
     calls = []
-    next_velocity = model.next_velocity
+    next_velocity, commit = model.next_velocity, model.commit
 
     def spy(x, level, action, cache, *, commit=False):
         calls.append((round(level[0].item(), 3), commit, cache.position))
         return next_velocity(x, level, action, cache, commit=commit)
 
-    model.next_velocity = spy
+    def spy_commit(x, level, action, cache):
+        calls.append((round(level[0].item(), 3), True, cache.position))
+        commit(x, level, action, cache)
+
+    model.next_velocity, model.commit = spy, spy_commit
     sampler = DiTSampler(model, DiTSettings(steps=4, context_noise=0.2))
     sampler.reset(*clip(t=3))
     sampler.next_frame(0)

@@ -214,10 +214,12 @@ def test_iterations_reveal_tokens_on_the_cosine_schedule():
     masked_in = []
     next_logits = model.next_logits
 
-    def spy(frame, action, cache, *, commit=False):
+    def spy(frame, action, cache, *, commit=False, rows=None):
         if not commit:
             masked_in.append(int((frame == model.mask_id).sum(-1)[0]))
-        return next_logits(frame, action, cache, commit=commit)
+            # Logits are asked for exactly the masked tokens, in ascending order.
+            assert torch.equal(rows, (frame == model.mask_id).nonzero()[:, 1].view(len(frame), -1))
+        return next_logits(frame, action, cache, commit=commit, rows=rows)
 
     model.next_logits = spy
     sampler = MaskGITSampler(model, SamplerSettings(steps=4))

@@ -148,6 +148,24 @@ def test_uncommitted_steps_leave_the_cache_alone():
 
 
 @torch.no_grad()
+def test_commit_without_output_fills_the_cache_as_a_full_pass_does():
+    m = model(depth=3, adaln=True, cond_dim=D)
+    randomize_modulation(m)
+    x, cond = frames(5), torch.randn(B, 5, D)
+    full, kv_only = m.new_cache(window=3), m.new_cache(window=3)
+    m(x[:, :3], cond=cond[:, :3], cache=full)
+    assert m(x[:, :3], cond=cond[:, :3], cache=kv_only, output=False) is None
+    for t in (3, 4):  # one frame at a time, as a sampler commits
+        m(x[:, t:t + 1], cond=cond[:, t:t + 1], cache=full)
+        m(x[:, t:t + 1], cond=cond[:, t:t + 1], cache=kv_only, output=False)
+    assert kv_only.frames_seen == full.frames_seen == [5, 5, 5]
+    for a, b in zip(full.keys + full.values, kv_only.keys + kv_only.values, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="kv_only"):
+        m.blocks[0](x, cond=cond, kv_only=True)
+
+
+@torch.no_grad()
 def test_cache_clone_restores_an_independent_snapshot():
     m = model(depth=2)
     x = frames(5)

@@ -142,8 +142,10 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         start: int | None = None,
         cache: KVCache | None = None,
         commit: bool = True,
-    ) -> Tensor:
-        """Noisy latents (B, T, N, C), levels (B, T) and actions (B, T) -> velocity (B, T, N, C)."""
+        output: bool = True,
+    ) -> Tensor | None:
+        """Noisy latents (B, T, N, C), levels (B, T) and actions (B, T) -> the network's output
+        (B, T, N, C); with `output=False` the frames only enter the cache."""
         b, t = levels.shape
         h = self.pos(self.latent_in(x))  # (B, T, N, D)
         features = self.level_features(levels.reshape(-1).float() * 1000)  # (B*T, F)
@@ -151,8 +153,8 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         cond = self.action_emb(frame_actions) + noise  # (B, T, D)
         window = None if cache is not None else self.config.context  # a cache has its own
         h = self.transformer(h, cond=cond, start=start, window=window, cache=cache,
-                             commit=commit)
-        return self.latent_out(h)
+                             commit=commit, output=output)
+        return None if h is None else self.latent_out(h)
 
     # ------------------------------------------------------------------ training
 
@@ -212,7 +214,13 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         """Commit context latents (B, t, N, C) at levels (B, t) and actions (B, t-1) to an
         empty cache. A prompt longer than `context` is fine: the cache slides as it fills."""
         self._require_empty(cache)
-        self._backbone(x, levels, self.frame_actions(actions, x.shape[1]), cache=cache)
+        self._backbone(x, levels, self.frame_actions(actions, x.shape[1]), cache=cache,
+                       output=False)
+
+    @torch.no_grad()
+    def commit(self, x: Tensor, level: Tensor, action: Tensor, cache: KVCache) -> None:
+        """Append a finished frame's latents (B, N, C) at `level` (B,), led to by `action` (B,)."""
+        self._backbone(x[:, None], level[:, None], action[:, None], cache=cache, output=False)
 
     @torch.no_grad()
     def next_velocity(self, x: Tensor, level: Tensor, action: Tensor, cache: KVCache, *,
@@ -220,7 +228,8 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         """Velocity (B, N, C) of the next frame's latents (B, N, C) at `level` (B,).
 
         Only the new frame is computed, against the cached past; `action` (B,) leads into it.
-        `commit=True` appends the frame to the cache: do it once, at the context level.
+        `commit=True` appends the frame to the cache: do it once, at the context level, or
+        call `commit`, which skips the velocity.
         """
         out = self._backbone(x[:, None], level[:, None], action[:, None], cache=cache,
                              commit=commit)

@@ -72,7 +72,7 @@ class DiTSampler(ContextSampler):
 
     def _commit(self, frame: Tensor, action: Tensor) -> None:
         level = self._context_levels(len(action), 1)[:, 0]  # (B,)
-        self.model.next_velocity(frame, level, action, self._cache, commit=True)
+        self.model.commit(frame, level, action, self._cache)
 
     def _sample_frame(self, action: Tensor) -> Tensor:
         return self.model.snap(self._denoise(action))  # (B, N)

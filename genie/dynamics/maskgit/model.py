@@ -87,13 +87,15 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         start: int | None = None,
         cache: KVCache | None = None,
         commit: bool = True,
-    ) -> Tensor:
-        """Codes (B, T, N) and per-frame actions (B, T) -> features (B, T, N, D)."""
+        output: bool = True,
+    ) -> Tensor | None:
+        """Codes (B, T, N) and per-frame actions (B, T) -> features (B, T, N, D); with
+        `output=False` the frames only enter the cache (STTransformer.forward)."""
         x = self.pos(self.token_emb(tokens))  # (B, T, N, D)
         cond = self.action_emb(frame_actions)  # (B, T, D)
         window = None if cache is not None else self.config.context  # a cache has its own
         return self.transformer(x, cond=cond, start=start, window=window, cache=cache,
-                                commit=commit)
+                                commit=commit, output=output)
 
     # ------------------------------------------------------------------ training
 
@@ -154,23 +156,35 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         """
         self._require_empty(cache)
         tokens = self.flat_codes(tokens)
-        self._backbone(tokens, self.frame_actions(actions, tokens.shape[1]), cache=cache)
+        self._backbone(tokens, self.frame_actions(actions, tokens.shape[1]), cache=cache,
+                       output=False)
 
     @torch.no_grad()
     def next_logits(
-        self, frame: Tensor, action: Tensor, cache: KVCache, *, commit: bool = False
+        self,
+        frame: Tensor,
+        action: Tensor,
+        cache: KVCache,
+        *,
+        commit: bool = False,
+        rows: Tensor | None = None,
     ) -> Tensor:
         """Logits (B, N, K) of the next frame's codes (B, N) or (B, h, w), mask ids allowed.
 
         Only the new frame is computed, against the cached past; `action` (B,) leads into it.
-        `commit=True` appends the frame to the cache: do it once, with the final codes, or
-        call `commit`, which skips the logits.
+        `rows` (B, M) token indices limit the logits to those tokens, (B, M, K): a sampler
+        needs them only where the frame is still masked, and the head over K codes is the
+        widest matrix product of a pass. `commit=True` appends the frame to the cache: do it
+        once, with the final codes, or call `commit`, which skips the logits.
         """
         tokens = self.flat_codes(frame[:, None])  # (B, 1, N)
-        h = self._backbone(tokens, action[:, None], cache=cache, commit=commit)
-        return self.head(h[:, 0]).float()
+        h = self._backbone(tokens, action[:, None], cache=cache, commit=commit)[:, 0]  # (B, N, D)
+        if rows is not None:
+            h = h.gather(1, rows[..., None].expand(-1, -1, h.shape[-1]))  # (B, M, D)
+        return self.head(h).float()
 
     @torch.no_grad()
     def commit(self, frame: Tensor, action: Tensor, cache: KVCache) -> None:
         """Append the finished frame's codes (B, N) or (B, h, w), led to by `action` (B,)."""
-        self._backbone(self.flat_codes(frame[:, None]), action[:, None], cache=cache)
+        self._backbone(self.flat_codes(frame[:, None]), action[:, None], cache=cache,
+                       output=False)

@@ -86,41 +86,51 @@ class MaskGITSampler(ContextSampler):
         self.model.commit(frame, action, self._cache)
 
     def _sample_frame(self, action: Tensor) -> Tensor:
-        """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule."""
+        """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule.
+
+        Only the M tokens still masked get logits, as rows (B, M) of token indices in
+        ascending order; the random draws are made for all N tokens and picked at those rows,
+        so the frames do not depend on that economy.
+        """
         cfg, model = self.settings, self.model
         b, n = self._frames.shape[0], self._frames.shape[2]
-        frame = torch.full((b, n), model.mask_id, dtype=torch.long, device=self._frames.device)
-        masked = torch.ones(b, n, dtype=torch.bool, device=frame.device)
-        count = n  # tokens masked in every row: the schedule is the same for all
+        device = self._frames.device
+        frame = torch.full((b, n), model.mask_id, dtype=torch.long, device=device)
+        rows = torch.arange(n, device=device).expand(b, n)  # (B, M), every row the same M
         for step in range(cfg.steps):
-            logits = self._logits(frame, action)  # (B, N, K)
-            sampled = torch.where(masked, self._sample(logits), frame)
-            count = min(cosine_masked(step, cfg.steps, n), count - 1)
+            logits = self._logits(frame, action, rows)  # (B, M, K)
+            codes = self._sample(logits, rows)  # (B, M)
+            sampled = frame.scatter(1, rows, codes)
+            count = min(cosine_masked(step, cfg.steps, n), rows.shape[1] - 1)
             if step == cfg.steps - 1 or count <= 0:
                 break
             # Confidence: log-probability of the sampled code, plus Gumbel noise that fades to
             # nothing by the last step; known tokens are never masked again.
-            confidence = logits.log_softmax(-1).gather(-1, sampled[..., None])[..., 0]  # (B, N)
+            # (log_softmax would write out all K log-probabilities to read one per token.)
+            picked = logits.gather(-1, codes[..., None])[..., 0]  # (B, M)
+            confidence = picked - logits.logsumexp(-1)
             noise = cfg.confidence_noise * (1 - (step + 1) / cfg.steps)
             if noise > 0:
-                confidence = confidence + noise * self._gumbel(confidence.shape)
-            confidence = confidence.masked_fill(~masked, float("inf"))
+                confidence = confidence + noise * self._gumbel((b, n)).gather(1, rows)
             lowest = confidence.argsort(dim=-1, stable=True)[:, :count]  # (B, count)
-            masked = torch.zeros_like(masked).scatter(-1, lowest, True)
-            frame = sampled.masked_fill(masked, model.mask_id)
+            rows = rows.gather(1, lowest).sort(dim=-1).values
+            frame = sampled.scatter(1, rows, model.mask_id)
         return sampled
 
-    def _logits(self, frame: Tensor, action: Tensor) -> Tensor:
-        """Logits (B, N, K) of the frame being sampled, through the cache or recomputed."""
+    def _logits(self, frame: Tensor, action: Tensor, rows: Tensor) -> Tensor:
+        """Logits (B, M, K) at tokens `rows` (B, M) of the frame being sampled, through the
+        cache or recomputed."""
         if self._cache is not None:
-            return self.model.next_logits(frame, action, self._cache, commit=False)
+            return self.model.next_logits(frame, action, self._cache, rows=rows)
         tokens = torch.cat([self._frames, frame[:, None]], dim=1)  # (B, T'+1, N)
         actions = torch.cat([self._actions, action[:, None]], dim=1)  # (B, T'+1)
         start = self._position - self._frames.shape[1]
-        return self.model.logits(tokens, actions, start=start)[:, -1]
+        logits = self.model.logits(tokens, actions, start=start)[:, -1]  # (B, N, K)
+        return logits.gather(1, rows[..., None].expand(-1, -1, logits.shape[-1]))
 
-    def _sample(self, logits: Tensor) -> Tensor:
-        """Codes (B, N) drawn from logits (B, N, K) with temperature, top-k and top-p."""
+    def _sample(self, logits: Tensor, rows: Tensor) -> Tensor:
+        """Codes (B, M) drawn from logits (B, M, K) of tokens `rows` (B, M) with temperature,
+        top-k and top-p."""
         cfg = self.settings
         if cfg.temperature == 0:
             return logits.argmax(-1)
@@ -129,9 +139,10 @@ class MaskGITSampler(ContextSampler):
         # multinomial's exponential draws took a quarter of a world step. Scaling u by the total
         # keeps float round-off from landing past the last code; `right=True` never picks a
         # code of probability 0 (filtered out), whose cumulative sum equals its predecessor's.
-        cdf = logits.softmax(-1).cumsum(-1)  # (B, N, K)
-        u = torch.rand(cdf.shape[:-1] + (1,), generator=self.generator, device=cdf.device)
-        return torch.searchsorted(cdf, u * cdf[..., -1:], right=True)[..., 0]
+        cdf = logits.softmax(-1).cumsum(-1)  # (B, M, K)
+        b, n = rows.shape[0], self._frames.shape[2]
+        u = torch.rand(b, n, generator=self.generator, device=cdf.device).gather(1, rows)
+        return torch.searchsorted(cdf, u[..., None] * cdf[..., -1:], right=True)[..., 0]
 
     def _gumbel(self, shape: torch.Size) -> Tensor:
         u = torch.rand(shape, generator=self.generator, device=self.generator.device)
