@@ -120,6 +120,9 @@ class DynamicsConfig:
     # DiT only: what the network predicts, "velocity" or "x0" (genie/dynamics/dit/model.py);
     # unset, x0, which beat velocity on CoinRun and on the moving-square test world (README).
     prediction: str | None = None
+    # DiT only: what a frame's latents are, "code" (its codes' normalized codebook vectors) or
+    # "encoder" (the tokenizer's pre-quantization unit vectors); unset, code (README).
+    latent: str | None = None
     sample_steps: int = 8  # MaskGIT iterations or DiT denoising steps per generated frame
     temperature: float = 1.0  # MaskGIT sampling temperature (0 = greedy)
     dit: DiTSamplingConfig = field(default_factory=DiTSamplingConfig)
@@ -133,11 +136,12 @@ class DynamicsConfig:
                 raise GenieError("dynamics.context_noise swaps MaskGIT tokens and means nothing "
                                  "to a DiT: drop it (the DiT's is dynamics.dit.context_noise)")
             return _model_kwargs(self, exclude=exclude + ("context_noise",)) | {
-                "prediction": self.prediction or "x0"}
-        if self.prediction is not None:
-            raise GenieError(f"dynamics.prediction={self.prediction} is a DiT setting: drop it "
-                             "or add dynamics.backend=dit")
-        return _model_kwargs(self, exclude=exclude + ("prediction",))
+                "prediction": self.prediction or "x0", "latent": self.latent or "code"}
+        for key in ("prediction", "latent"):
+            if getattr(self, key) is not None:
+                raise GenieError(f"dynamics.{key}={getattr(self, key)} is a DiT setting: drop "
+                                 "it or add dynamics.backend=dit")
+        return _model_kwargs(self, exclude=exclude + ("prediction", "latent"))
 
     def sampler_settings(self) -> dict:
         """The default sampler settings of the chosen backend (world.json's `sampler`)."""

@@ -111,8 +111,12 @@ class World:
         else:
             actions = torch.as_tensor(np.asarray(actions), device=self.device).long()
             actions = actions.reshape(frames.shape[0], -1)[:, -(frames.shape[1] - 1):]
-        codes = self.tokenizer.encode(frames)  # (B, t, h, w)
-        self.sampler.reset(codes, actions, seed=seed)
+        if getattr(self.sampler.model.config, "latent", "code") == "encoder":
+            codes, latents = self.tokenizer.encode_latents(frames)  # (B, t, h, w), (B, t, N, C)
+            self.sampler.reset(latents, actions, seed=seed)
+        else:
+            codes = self.tokenizer.encode(frames)  # (B, t, h, w)
+            self.sampler.reset(codes, actions, seed=seed)
         self._decoder = self.tokenizer.new_decoder_cache()
         for t in range(codes.shape[1]):
             self._frame = self.tokenizer.decode_next(codes[:, t], self._decoder)

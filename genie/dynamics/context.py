@@ -41,6 +41,7 @@ class ContextSampler:
     """Generates the codes of one frame per action, carrying the context along.
 
     sampler.reset(prompt_codes, prompt_actions)   # (B, t, h, w), (B, t-1) or None when t = 1
+                                                   # (a DiT on encoder latents: (B, t, N, C))
     codes = sampler.next_frame(action)             # action: int or (B,) -> codes (B, h, w)
     snap = sampler.state(); ...; sampler.load_state(snap)  # rewind, exactly
 
@@ -65,7 +66,8 @@ class ContextSampler:
 
     @torch.no_grad()
     def reset(self, tokens: Tensor, actions: Tensor | None = None, seed: int | None = None) -> None:
-        """Start from prompt codes (B, t, h, w) and the t-1 actions between them (None if t=1).
+        """Start from prompt codes (B, t, h, w) (or, for a DiT on encoder latents, the
+        tokenizer's latents (B, t, N, C)) and the t-1 actions between them (None if t=1).
 
         `seed` reseeds the generator; left out, the random stream continues.
         """
@@ -105,8 +107,8 @@ class ContextSampler:
         self._require_context()
         b = self._frames.shape[0]
         action = torch.as_tensor(action, device=self._frames.device).long().expand(b)  # (B,)
-        codes = self._sample_frame(action)  # (B, N)
-        frame = self._context(codes[:, None])[:, 0]  # (B, N, ...)
+        codes, sample = self._sample_frame(action)  # (B, N), (B, N, ...)
+        frame = self._context(sample[:, None])[:, 0]  # (B, N, ...)
         if self._cache is not None:
             self._commit(frame, action)
         self._position += 1
@@ -118,7 +120,8 @@ class ContextSampler:
     # ------------------------------------------------------------------ a backend's part
 
     def _context(self, codes: Tensor) -> Tensor:
-        """Codes (B, t, h, w) or (B, t, N) -> the frames (B, t, N, ...) the context holds."""
+        """Codes (B, t, h, w) or (B, t, N), or what `_sample_frame` returns beside them, ->
+        the frames (B, t, N, ...) the context holds."""
         raise NotImplementedError
 
     def _prefill(self, frames: Tensor, frame_actions: Tensor) -> None:
@@ -129,8 +132,9 @@ class ContextSampler:
         """Append the finished frame (B, N, ...) that `action` (B,) led to to the cache."""
         raise NotImplementedError
 
-    def _sample_frame(self, action: Tensor) -> Tensor:
-        """The codes (B, N) of the frame that `action` (B,) leads to."""
+    def _sample_frame(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The codes (B, N) of the frame that `action` (B,) leads to, and the sample `_context`
+        turns into the frame the context holds (the codes themselves, or latents)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ bookkeeping

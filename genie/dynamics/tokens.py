@@ -7,6 +7,8 @@ per (dataset, tokenizer, LAM) into a folder:
 
     codes.npy     (F, h, w) uint16   every frame of the dataset, episodes back to back
     actions.npy   (F,) int16         latent action from frame i to i+1; -1 at an episode's end
+    latents.npy   (F, N, C) float16  only for a DiT on encoder latents: the tokenizer's
+                                     pre-quantization unit vectors the codes were chosen from
     index.json    episodes (split, offset, length) and what the cache was made from
 
 and read through memory maps. Long episodes are coded in chunks; each chunk is preceded by the
@@ -38,23 +40,31 @@ def receptive_frames(model, depth: int) -> int | None:
     return None if window is None else depth * (window - 1)
 
 
-def code_episode(tokenizer, lam, frames: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Frames (L, H, W, 3) uint8 -> (codes (L, h, w), latent actions (L-1,)) in chunks."""
+def code_episode(tokenizer, lam, frames: np.ndarray, device: torch.device, *,
+                 latents: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Frames (L, H, W, 3) uint8 -> (codes (L, h, w), latent actions (L-1,), and with
+    `latents` the pre-quantization latents (L, N, C), else None), in chunks."""
     tok_warm = receptive_frames(tokenizer, tokenizer.config.encoder_depth)
     lam_warm = receptive_frames(lam, lam.config.encoder_depth)
-    codes, actions = [], []
+    codes, actions, units = [], [], []
     for start in range(0, len(frames), CHUNK):
         end = min(start + CHUNK, len(frames))
         a = 0 if tok_warm is None else max(0, start - tok_warm)
         clip = torch.from_numpy(np.array(frames[a:end]))[None].to(device)
-        codes.append(tokenizer.encode(clip)[0, start - a:])  # (end - start, h, w)
+        if latents:
+            c, z = tokenizer.encode_latents(clip)
+            units.append(z[0, start - a:])  # (end - start, N, C)
+        else:
+            c = tokenizer.encode(clip)
+        codes.append(c[0, start - a:])  # (end - start, h, w)
         # Transitions start-1 .. end-2: the one into this chunk's first frame comes with it.
         first = max(0, start - 1)
         a = 0 if lam_warm is None else max(0, first - lam_warm)
         if end - a >= 2:
             clip = torch.from_numpy(np.array(frames[a:end]))[None].to(device)
             actions.append(lam.infer_actions(clip)[0, first - a:])
-    return torch.cat(codes), torch.cat(actions) if actions else torch.zeros(0, dtype=torch.long)
+    actions = torch.cat(actions) if actions else torch.zeros(0, dtype=torch.long)
+    return torch.cat(codes), actions, torch.cat(units) if latents else None
 
 
 def fingerprint(data: Path, tokenizer_dir: Path, lam_dir: Path) -> dict:
@@ -72,13 +82,15 @@ def fingerprint(data: Path, tokenizer_dir: Path, lam_dir: Path) -> dict:
 
 @torch.no_grad()
 def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made_from: dict,
-                      device: torch.device) -> Path:
-    """Code every episode of `data` into `out` (kept if it was made from the same inputs)."""
+                      device: torch.device, latents: bool = False) -> Path:
+    """Code every episode of `data` into `out` (kept if it was made from the same inputs and
+    holds the latents when asked for them)."""
     from tqdm import tqdm
 
     out = Path(out)
     index_file = out / "index.json"
-    if index_file.exists() and json.loads(index_file.read_text())["made_from"] == made_from:
+    if index_file.exists() and json.loads(index_file.read_text())["made_from"] == made_from \
+            and (not latents or (out / "latents.npy").exists()):
         return out
     info = open_dataset(data)
     if (info.meta["height"], info.meta["width"]) != (tokenizer.config.height,
@@ -96,6 +108,9 @@ def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made
     total = sum(ep["length"] for ep in info.episodes)
     codes = np.lib.format.open_memmap(tmp / "codes.npy", "w+", np.uint16, (total, h, w))
     actions = np.lib.format.open_memmap(tmp / "actions.npy", "w+", np.int16, (total,))
+    if latents:
+        units = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float16,
+                                          (total, h * w, tokenizer.config.code_dim))
     episodes, offset, shards = [], 0, {}
     tokenizer.eval()
     lam.eval()
@@ -103,16 +118,20 @@ def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made
         if ep["shard"] not in shards:
             shards[ep["shard"]] = np.load(info.path / ep["shard"], mmap_mode="r")
         frames = shards[ep["shard"]][ep["offset"]: ep["offset"] + ep["length"]]
-        c, a = code_episode(tokenizer, lam, frames, device)
+        c, a, z = code_episode(tokenizer, lam, frames, device, latents=latents)
         n = ep["length"]
+        if latents:
+            units[offset: offset + n] = z.cpu().numpy().astype(np.float16)
         codes[offset: offset + n] = c.cpu().numpy().astype(np.uint16)
         actions[offset: offset + n - 1] = a.cpu().numpy().astype(np.int16)
         actions[offset + n - 1] = -1
         episodes.append({"split": ep["split"], "offset": offset, "length": n})
         offset += n
-    codes.flush()
-    actions.flush()
+    for array in (codes, actions) + ((units,) if latents else ()):
+        array.flush()
     del codes, actions
+    if latents:
+        del units
     write_json_atomic(tmp / "index.json", {"made_from": made_from, "grid": [h, w],
                                            "episodes": episodes})
     shutil.rmtree(out, ignore_errors=True)
@@ -121,10 +140,12 @@ def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made
 
 
 class TokenDataset(torch.utils.data.Dataset):
-    """Windows of `seq_len` frames of a token cache: (codes (T, h, w), actions (T-1,)) int64."""
+    """Windows of `seq_len` frames of a token cache: (codes (T, h, w), actions (T-1,)) int64,
+    and with `latents` a third item, the latents (T, N, C) float32."""
 
-    def __init__(self, folder: str | Path, seq_len: int, split: str = "train"):
-        self.folder, self.seq_len = Path(folder), seq_len
+    def __init__(self, folder: str | Path, seq_len: int, split: str = "train", *,
+                 latents: bool = False):
+        self.folder, self.seq_len, self.latents = Path(folder), seq_len, latents
         index = json.loads((self.folder / "index.json").read_text())
         self.episodes = [ep for ep in index["episodes"]
                          if ep["split"] == split and ep["length"] >= seq_len]
@@ -132,7 +153,7 @@ class TokenDataset(torch.utils.data.Dataset):
             raise GenieError(f"no {split} episode of {seq_len}+ frames in the token cache "
                              f"{self.folder}: lower dynamics.context or record longer episodes")
         self._ends = np.cumsum([ep["length"] - seq_len + 1 for ep in self.episodes])
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._maps: tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
         return int(self._ends[-1])
@@ -140,13 +161,16 @@ class TokenDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": None}  # each worker opens its own maps
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
         if self._maps is None:
-            self._maps = (np.load(self.folder / "codes.npy", mmap_mode="r"),
-                          np.load(self.folder / "actions.npy", mmap_mode="r"))
+            names = ("codes", "actions") + (("latents",) if self.latents else ())
+            self._maps = tuple(np.load(self.folder / f"{n}.npy", mmap_mode="r") for n in names)
         e = int(np.searchsorted(self._ends, index, side="right"))
         first = self.episodes[e]["offset"] + index - (int(self._ends[e - 1]) if e else 0)
-        codes, actions = self._maps
         rows = slice(first, first + self.seq_len)
-        return (torch.from_numpy(codes[rows].astype(np.int64)),
+        codes, actions = self._maps[:2]
+        item = (torch.from_numpy(codes[rows].astype(np.int64)),
                 torch.from_numpy(actions[rows][:-1].astype(np.int64)))
+        if self.latents:
+            item += (torch.from_numpy(self._maps[2][rows].astype(np.float32)),)
+        return item

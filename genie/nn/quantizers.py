@@ -55,11 +55,11 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         with torch.autocast(x.device.type, enabled=False):
-            z = F.normalize(self.in_proj(x.float()), dim=-1)  # (..., C)
+            z = self.unit(x)  # (..., C)
             flat = z.reshape(-1, z.shape[-1])  # (M, C)
             restarted = self._restart_dead_codes(flat.detach()) if self.training else 0
             codebook = F.normalize(self.codebook.float(), dim=-1)  # (K, C)
-            codes = (flat.detach() @ codebook.t()).argmax(dim=-1)  # (M,) highest cosine
+            codes = self.nearest(flat.detach())  # (M,)
             e = codebook[codes].view_as(z)
             codebook_loss = F.mse_loss(e, z.detach())
             commit_loss = F.mse_loss(z, e.detach())
@@ -75,6 +75,14 @@ class VectorQuantizer(nn.Module):
             **code_usage(codes, self.codebook_size),
         }
         return self.out_proj(z_q), codes, stats
+
+    def unit(self, x: Tensor) -> Tensor:
+        """Inputs (..., D) -> the unit vectors (..., C) matched to the codebook, in fp32."""
+        return F.normalize(self.in_proj(x.float()), dim=-1)
+
+    def nearest(self, z: Tensor) -> Tensor:
+        """Unit vectors (..., C) -> the code (...) of highest cosine similarity to each."""
+        return (z.float() @ F.normalize(self.codebook.float(), dim=-1).t()).argmax(dim=-1)
 
     def lookup(self, codes: Tensor) -> Tensor:
         """Codes (...) -> the vectors (..., D) the forward pass would output for them."""

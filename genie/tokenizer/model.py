@@ -82,9 +82,12 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
 
     def quantize(self, frames_u8: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Frames -> (quantized embeddings (B, T, N, D), codes (B, T, N), quantizer stats)."""
+        return self.quantizer(self._encode(frames_u8))
+
+    def _encode(self, frames_u8: Tensor) -> Tensor:
+        """Frames (B, T, H, W, 3) uint8 -> the encoder's output (B, T, N, D)."""
         x = self.patch_in(patchify(to_unit(frames_u8), self.config.patch))  # (B, T, N, D)
-        x = self.encoder(self.enc_pos(x), window=self.config.window)
-        return self.quantizer(x)
+        return self.encoder(self.enc_pos(x), window=self.config.window)
 
     def decode_embeddings(self, z: Tensor) -> Tensor:
         """Quantized embeddings (B, T, N, D) -> frames in [-1, 1] (B, T, H, W, 3)."""
@@ -97,6 +100,14 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
         """Frames (B, T, H, W, 3) uint8 -> codes (B, T, h, w) int64."""
         _, codes, _ = self.quantize(frames_u8)
         return codes.view(*codes.shape[:2], *self.grid)
+
+    @torch.no_grad()
+    def encode_latents(self, frames_u8: Tensor) -> tuple[Tensor, Tensor]:
+        """Frames (B, T, H, W, 3) uint8 -> (codes (B, T, h, w), the pre-quantization latents
+        (B, T, N, C) they were chosen from: unit vectors, each nearest its code's entry)."""
+        z = self.quantizer.unit(self._encode(frames_u8))  # (B, T, N, C)
+        codes = self.quantizer.nearest(z)  # (B, T, N)
+        return codes.view(*codes.shape[:2], *self.grid), z
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:

@@ -48,16 +48,17 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
     made_from = fingerprint(Path(data), resolve_model_dir(tokenizer, "tokenizer"),
                             resolve_model_dir(lam, "lam"))
     dev = pick_device(device)
+    encoder_latents = cfg.backend == "dit" and cfg.latent == "encoder"
     with PartialState().main_process_first():  # one process codes the dataset, the rest read it
         started = time.perf_counter()
         cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
-                                  made_from=made_from, device=dev)
+                                  made_from=made_from, device=dev, latents=encoder_latents)
         coding_seconds = time.perf_counter() - started
     seq_len = cfg.train.seq_len or cfg.context
     if seq_len > cfg.context:
         raise GenieError(f"dynamics.train.seq_len {seq_len} exceeds dynamics.context "
                          f"{cfg.context}: the model never attends that far; lower it")
-    dataset = TokenDataset(cache, seq_len)
+    dataset = TokenDataset(cache, seq_len, latents=encoder_latents)
     torch.manual_seed(config.run.seed)
     model = new_model(cfg.backend, tok, lam_model.config.num_actions, **cfg.model_kwargs())
     if init and not resume:

@@ -318,3 +318,35 @@ def test_snapshot_restore_replays_exactly(use_cache, check_snapshot_replays):
     sampler = DiTSampler(tiny_model(), DiTSettings(use_cache=use_cache, steps=3))
     sampler.reset(*clip(t=3))
     check_snapshot_replays(sampler)
+
+
+def test_encoder_latents_are_what_an_encoder_dit_learns_and_its_context_holds(rollout):
+    model = tiny_model(latent="encoder")
+    tokens, actions = clip(t=4)
+    with pytest.raises(ValueError, match="latents=True"):
+        model((tokens, actions))
+    units = torch.randn(2, 4, H * W, C, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    loss, _ = model((tokens, actions, units))
+    torch.manual_seed(0)
+    assert model((tokens, actions, units.flip(-1)))[0] != loss  # the latents, not the codes
+    # Sampling: prompt latents in; cached and uncached agree; the context holds the denoised
+    # latents on the sphere, not the snapped codes' vectors (as a code DiT's does).
+    runs, contexts = [], []
+    for use_cache in (True, False):
+        sampler = DiTSampler(model, DiTSettings(seed=0, steps=2, context_noise=0.0,
+                                                use_cache=use_cache))
+        sampler.reset(units, actions)
+        runs.append(rollout(sampler, [0, 1, 2, 3, 0, 1]))
+        contexts.append(sampler.state().frames)
+    assert torch.equal(*runs)
+    assert (contexts[0] - contexts[1]).abs().max() < 1e-3  # float round-off apart
+    last = contexts[0][:, -1]  # (B, N, C) at context level 0: the clean latents
+    assert torch.allclose(last.norm(dim=-1), torch.full(last.shape[:2], math.sqrt(C)), atol=1e-4)
+    snapped = model.latents(runs[0][:, -1:])[:, 0]
+    assert not torch.allclose(last, snapped)
+
+
+def test_the_latent_option_is_checked():
+    with pytest.raises(ValueError, match="unknown DiT latent"):
+        DiTDynamics(**TINY, latent="pixels")

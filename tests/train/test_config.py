@@ -57,11 +57,14 @@ def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     assert "context_noise" in maskgit.model_kwargs() and "prediction" not in maskgit.model_kwargs()
     assert set(maskgit.sampler_settings()) == {"steps", "temperature"}
     dit = load_config("test", ["dynamics.backend=dit", "dynamics.dit.context_noise=0.2"]).dynamics
-    assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction"}
-    assert dit.model_kwargs()["prediction"] == "x0"  # the default, unless dynamics.prediction
+    assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction",
+                                       "latent"}
+    # the defaults, unless dynamics.prediction / dynamics.latent
+    assert dit.model_kwargs()["prediction"] == "x0" and dit.model_kwargs()["latent"] == "code"
     assert dit.sampler_settings() == {"steps": 2, "context_noise": 0.2, "shift": 1.0}
     with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
         load_config("test", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]
                     ).dynamics.model_kwargs()
-    with pytest.raises(GenieError, match="is a DiT setting"):
-        load_config("test", ["dynamics.prediction=x0"]).dynamics.model_kwargs()
+    for setting in ("dynamics.prediction=x0", "dynamics.latent=encoder"):
+        with pytest.raises(GenieError, match="is a DiT setting"):
+            load_config("test", [setting]).dynamics.model_kwargs()

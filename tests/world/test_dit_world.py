@@ -95,3 +95,26 @@ def test_a_dit_of_another_tokenizer_is_refused(dit_world, tmp_path):
     tokenizer.save_pretrained(broken / "tokenizer")
     with pytest.raises(GenieError, match="trained on another tokenizer"):
         genie.load(broken, device="cpu")
+
+
+def test_a_dit_on_encoder_latents_trains_caches_them_and_plays(tiny_world, coinrun_dataset,
+                                                               tmp_path):
+    out = tmp_path / "encoder"
+    assert main(["train", "world", "--config", "test", "--backend", "dit", "--data",
+                 str(coinrun_dataset), "--out", str(out), "--tokenizer",
+                 str(tiny_world / "tokenizer"), "--lam", str(tiny_world / "lam"),
+                 "--device", "cpu", "dynamics.latent=encoder", "dynamics.train.steps=5"]) == 0
+    cache = out / "runs" / "dynamics" / "tokens"
+    codes, units = np.load(cache / "codes.npy"), np.load(cache / "latents.npy")
+    world = genie.load(out, device="cpu")
+    assert world.sampler.model.config.latent == "encoder"
+    # The cached latents are the ones the codes were chosen from (fp16 may flip a near tie).
+    nearest = world.tokenizer.quantizer.nearest(torch.from_numpy(units[:50]).float())
+    assert (nearest.numpy().reshape(codes[:50].shape) == codes[:50]).mean() > 0.99
+    prompt = np.load(world.prompt_files()[0])
+    actions = [i % world.num_actions for i in range(world.context + 2)]
+    world.reset(prompt, seed=1)
+    frames = world.rollout(actions)
+    uncached = genie.load(out, device="cpu", sampler={"use_cache": False})
+    uncached.reset(prompt, seed=1)
+    assert np.array_equal(uncached.rollout(actions), frames)

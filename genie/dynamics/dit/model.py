@@ -3,13 +3,14 @@
 Dimensions: B batch, T frames, h×w token grid, N = h*w tokens per frame, C code width (the
 tokenizer's), K codebook size, A latent actions, D width.
 
-Latents: each token of a frame is the tokenizer's l2-normalized code vector, scaled by sqrt(C)
-so that every element has about unit variance, like the noise. Not the encoder's
-pre-quantization outputs: the token cache already holds codes, so training reads
-latent = codebook[code] without re-encoding a single frame, and the decoder was trained on
-exactly these vectors. The model keeps a frozen copy of the codebook (saved with its weights);
-the sampler snaps each denoised token to its nearest code, so a DiT world hands the decoder
-codes, as a MaskGIT world does.
+Latents (`latent`): each token of a frame is a unit vector of the tokenizer's code space,
+scaled by sqrt(C) so that every element has about unit variance, like the noise. Either its
+code's normalized codebook vector (`"code"`, read from the codes in the token cache) or the
+tokenizer's pre-quantization unit vector that code was chosen from (`"encoder"`, cached beside
+the codes). The model keeps a frozen copy of the codebook (saved with its weights); the sampler
+snaps each denoised token to its nearest code, so a DiT world hands the decoder codes, as a
+MaskGIT world does. What the context holds differs: the snapped code's vector, or with encoder
+latents the denoised latent itself, put back on the sphere the training latents lie on.
 
 Noise: rectified flow. At level τ in [0, 1] (1 is pure noise) a frame is x_τ = (1-τ) x0 + τ ε
 and the sampler integrates the velocity v = ε - x0. The network predicts v itself
@@ -41,6 +42,7 @@ from genie.nn import KVCache, SpatialPosEmb, STTransformer
 # being generated, where the loss says how well the next frame is predicted.
 HIGH_NOISE = 0.5
 PREDICTIONS = ("velocity", "x0")
+LATENTS = ("code", "encoder")
 CONTEXT_LEVEL = 0.1  # the sampler's default context noise level (DiTSettings.context_noise)
 LEVEL_FEATURES = 256  # sinusoidal features of the noise level, as DiT's timestep embedding
 # x0 prediction turns into a velocity by dividing by τ, floored here against τ = 0: the
@@ -78,11 +80,14 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         # "velocity" here only because a config.json saved before the option existed has no
         # such key and was trained on v; new models get dynamics.prediction (default x0).
         prediction: str = "velocity",
+        latent: str = "code",
     ):
         super().__init__()
         check_context(context)
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown DiT prediction {prediction!r}: choose one of {PREDICTIONS}")
+        if latent not in LATENTS:
+            raise ValueError(f"unknown DiT latent {latent!r}: choose one of {LATENTS}")
         self.no_action = num_actions
         # Zeros until set_codebook: a persistent buffer, so it is saved with the weights and a
         # loaded DiT snaps to the codes it was trained on.
@@ -116,18 +121,22 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         theirs = F.normalize(codebook.detach().float(), dim=-1).to(self.codebook.device)
         return torch.allclose(theirs, self.codebook.float(), atol=1e-5)
 
-    def latents(self, codes: Tensor) -> Tensor:
-        """Codes (B, T, h, w) or (B, T, N) -> latents (B, T, N, C), elements of unit scale."""
+    def latents(self, frames: Tensor) -> Tensor:
+        """Codes (B, T, h, w) or (B, T, N) int, or vectors (B, T, N, C) float of any length ->
+        latents (B, T, N, C): unit vectors (the codes' codebook entries) scaled by sqrt(C)."""
         if not self.codebook.any():
             raise RuntimeError("the DiT has no codebook yet: call set_codebook(tokenizer."
                                "quantizer.codebook) before training or sampling")
-        flat = codes.reshape(*codes.shape[:2], -1)  # (B, T, N)
-        if flat.shape[-1] != self.tokens_per_frame:
+        if frames.is_floating_point():
+            units = F.normalize(frames.float(), dim=-1)  # (B, T, N, C)
+        else:
+            units = self.codebook[frames.reshape(*frames.shape[:2], -1)]  # (B, T, N, C)
+        if units.shape[2] != self.tokens_per_frame:
             raise ValueError(
-                f"frames of {flat.shape[-1]} tokens, but the model was built for a "
+                f"frames of {units.shape[2]} tokens, but the model was built for a "
                 f"{self.config.grid_h}x{self.config.grid_w} grid"
             )
-        return self.codebook[flat] * math.sqrt(self.config.code_dim)
+        return units * math.sqrt(self.config.code_dim)
 
     def snap(self, latents: Tensor) -> Tensor:
         """Latents (..., C) -> the code (...) of highest cosine similarity to each."""
@@ -172,10 +181,17 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
             (torch.rand(b, 1, device=device) < 0.5)
         return torch.where(clean, levels * 2 * CONTEXT_LEVEL, levels)
 
-    def forward(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict]:
-        """batch = (codes (B, T, h, w) int, actions (B, T-1) int) -> (loss, logs)."""
-        codes, actions = batch
-        x0 = self.latents(codes)  # (B, T, N, C)
+    def forward(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, dict]:
+        """batch = (codes (B, T, h, w) int, actions (B, T-1) int[, encoder latents (B, T, N, C)])
+        -> (loss, logs). The encoder latents are what a `latent="encoder"` model learns."""
+        codes, actions = batch[:2]
+        if self.config.latent == "encoder":
+            if len(batch) < 3:
+                raise ValueError("a DiT on encoder latents trains on (codes, actions, latents) "
+                                 "batches: build the token cache with latents=True")
+            x0 = self.latents(batch[2])  # (B, T, N, C)
+        else:
+            x0 = self.latents(codes)  # (B, T, N, C)
         b, t = x0.shape[:2]
         frame_actions = self.frame_actions(actions, t)
         levels = self.sample_levels(b, t, x0.device)  # (B, T)

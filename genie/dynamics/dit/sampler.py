@@ -6,10 +6,10 @@ Each new frame starts as Gaussian noise and is integrated from level 1 to 0 in `
 steps of the rectified-flow ODE (diffusers' FlowMatchEulerDiscreteScheduler makes the grid and
 takes the steps: every row of a batch is at the same level, which is all its step function
 handles). Past frames are held at a small fixed level `context_noise`: the finished frame is
-snapped to its codes, turned back into a latent, noised at that level with seeded noise, and
-committed. The model was trained on noisy context (diffusion forcing), so a slightly wrong
-sample is read as noise to see through rather than as fact to copy: the stabilisation Oasis
-and GameNGen rely on for long rollouts.
+snapped to its codes, turned back into a latent (on encoder latents: kept, put back on the
+sphere), noised at that level with seeded noise, and committed. The model was trained on
+noisy context (diffusion forcing), so a slightly wrong sample is read as noise to see through
+rather than as fact to copy: the stabilisation Oasis and GameNGen rely on for long rollouts.
 
 With the KV cache on, a denoising step costs one pass over the new frame's N tokens, plus one
 pass per frame to commit it; off, the same code recomputes the model's receptive field.
@@ -62,9 +62,10 @@ class DiTSampler(ContextSampler):
         # outlives a frame, so snapshots, taken between frames, need not hold it.
         self.scheduler = FlowMatchEulerDiscreteScheduler(shift=self.settings.shift)
 
-    def _context(self, codes: Tensor) -> Tensor:
-        """Codes (B, t, h, w) -> latents (B, t, N, C) at the context level, with seeded noise."""
-        return self._noised(self.model.latents(codes))
+    def _context(self, frames: Tensor) -> Tensor:
+        """Codes (B, t, h, w) or latents (B, t, N, C) -> latents (B, t, N, C) at the context
+        level, with seeded noise."""
+        return self._noised(self.model.latents(frames))
 
     def _prefill(self, frames: Tensor, frame_actions: Tensor) -> None:
         b, t = frame_actions.shape
@@ -74,8 +75,10 @@ class DiTSampler(ContextSampler):
         level = self._context_levels(len(action), 1)[:, 0]  # (B,)
         self.model.commit(frame, level, action, self._cache)
 
-    def _sample_frame(self, action: Tensor) -> Tensor:
-        return self.model.snap(self._denoise(action))  # (B, N)
+    def _sample_frame(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        x = self._denoise(action)  # (B, N, C)
+        codes = self.model.snap(x)  # (B, N)
+        return codes, x if self.model.config.latent == "encoder" else codes
 
     def _denoise(self, action: Tensor) -> Tensor:
         """The new frame's clean latents (B, N, C), integrated from noise at level 1 to 0."""

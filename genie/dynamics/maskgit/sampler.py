@@ -85,8 +85,9 @@ class MaskGITSampler(ContextSampler):
     def _commit(self, frame: Tensor, action: Tensor) -> None:
         self.model.commit(frame, action, self._cache)
 
-    def _sample_frame(self, action: Tensor) -> Tensor:
-        """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule.
+    def _sample_frame(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule
+        (twice: they are also what the context holds).
 
         Only the M tokens still masked get logits, as rows (B, M) of token indices in
         ascending order; the random draws are made for all N tokens and picked at those rows,
@@ -115,7 +116,7 @@ class MaskGITSampler(ContextSampler):
             lowest = confidence.argsort(dim=-1, stable=True)[:, :count]  # (B, count)
             rows = rows.gather(1, lowest).sort(dim=-1).values
             frame = sampled.scatter(1, rows, model.mask_id)
-        return sampled
+        return sampled, sampled
 
     def _logits(self, frame: Tensor, action: Tensor, rows: Tensor) -> Tensor:
         """Logits (B, M, K) at tokens `rows` (B, M) of the frame being sampled, through the
