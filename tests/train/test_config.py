@@ -60,7 +60,8 @@ def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction",
                                        "latent"}
     # the defaults, unless dynamics.prediction / dynamics.latent
-    assert dit.model_kwargs()["prediction"] == "x0" and dit.model_kwargs()["latent"] == "code"
+    assert dit.model_kwargs()["prediction"] == "velocity"
+    assert dit.model_kwargs()["latent"] == "code"
     assert dit.sampler_settings() == {"steps": 2, "context_noise": 0.2, "shift": 1.0}
     with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
         load_config("test", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]

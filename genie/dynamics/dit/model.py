@@ -77,8 +77,8 @@ class DiTDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         depth: int = 4,
         heads: int = 4,
         context: int = 16,
-        # "velocity" here only because a config.json saved before the option existed has no
-        # such key and was trained on v; new models get dynamics.prediction (default x0).
+        # "velocity" also because a config.json saved before the option existed has no such
+        # key and was trained on v; new models get dynamics.prediction (default velocity).
         prediction: str = "velocity",
         latent: str = "code",
     ):
