@@ -108,9 +108,9 @@ def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made
     total = sum(ep["length"] for ep in info.episodes)
     codes = np.lib.format.open_memmap(tmp / "codes.npy", "w+", np.uint16, (total, h, w))
     actions = np.lib.format.open_memmap(tmp / "actions.npy", "w+", np.int16, (total,))
-    if latents:
-        units = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float16,
-                                          (total, h * w, tokenizer.config.code_dim))
+    units = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float16,
+                                      (total, h * w, tokenizer.config.code_dim)) \
+        if latents else None
     episodes, offset, shards = [], 0, {}
     tokenizer.eval()
     lam.eval()
@@ -120,18 +120,17 @@ def build_token_cache(tokenizer, lam, data: str | Path, out: str | Path, *, made
         frames = shards[ep["shard"]][ep["offset"]: ep["offset"] + ep["length"]]
         c, a, z = code_episode(tokenizer, lam, frames, device, latents=latents)
         n = ep["length"]
-        if latents:
+        if units is not None:
             units[offset: offset + n] = z.cpu().numpy().astype(np.float16)
         codes[offset: offset + n] = c.cpu().numpy().astype(np.uint16)
         actions[offset: offset + n - 1] = a.cpu().numpy().astype(np.int16)
         actions[offset + n - 1] = -1
         episodes.append({"split": ep["split"], "offset": offset, "length": n})
         offset += n
-    for array in (codes, actions) + ((units,) if latents else ()):
-        array.flush()
-    del codes, actions
-    if latents:
-        del units
+    for array in (codes, actions, units):
+        if array is not None:
+            array.flush()
+    del codes, actions, units
     write_json_atomic(tmp / "index.json", {"made_from": made_from, "grid": [h, w],
                                            "episodes": episodes})
     shutil.rmtree(out, ignore_errors=True)
