@@ -28,12 +28,17 @@ class SamplerState:
     position: int  # absolute index of the next frame
     cache: KVCache | None
     rng: Tensor  # the generator's state
+    # The last frame (B, N, ...) and its action (B,), kept but not yet in the cache.
+    pending: tuple[Tensor, Tensor] | None = None
 
     def repeat(self, times: int) -> SamplerState:
         """`times` copies of every batch row (previews of several actions from one state)."""
-        rows = (times,) + (1,) * (self.frames.dim() - 1)
+        def rows(x: Tensor) -> Tensor:
+            return x.repeat((times,) + (1,) * (x.dim() - 1))
+
+        pending = None if self.pending is None else (rows(self.pending[0]), rows(self.pending[1]))
         return dataclasses.replace(
-            self, frames=self.frames.repeat(rows), actions=self.actions.repeat(times, 1),
+            self, frames=rows(self.frames), actions=rows(self.actions), pending=pending,
             cache=None if self.cache is None else self.cache.repeat(times))
 
 
@@ -47,6 +52,10 @@ class ContextSampler:
 
     A backend defines `_context` (codes -> frames as the model reads them), `_prefill` and
     `_commit` (frames into the cache) and `_sample_frame` (the next frame's codes).
+
+    A finished frame enters the cache only when the next one is sampled: it stays `_pending`
+    until then, so a backend can commit it in the same pass as its first step on the next
+    frame (`_take_pending`), or commit it first (`_flush`). Either way the frames are the same.
     """
 
     def __init__(self, model, settings):
@@ -58,6 +67,7 @@ class ContextSampler:
         self._actions: Tensor | None = None  # (B, T')
         self._position = 0
         self._cache: KVCache | None = None
+        self._pending: tuple[Tensor, Tensor] | None = None
 
     @property
     def position(self) -> int:
@@ -81,7 +91,7 @@ class ContextSampler:
         if seed is not None:
             self.generator.manual_seed(seed)
         frames = self._context(tokens.to(model.device))  # (B, t, N, ...)
-        self._cache = None
+        self._cache, self._pending = None, None
         if self.settings.use_cache:
             self._cache = model.new_cache()
             self._prefill(frames, frame_actions)
@@ -93,12 +103,13 @@ class ContextSampler:
         self._require_context()
         cache = None if self._cache is None else self._cache.clone()
         return SamplerState(self._frames, self._actions, self._position, cache,
-                            self.generator.get_state())
+                            self.generator.get_state(), self._pending)
 
     def load_state(self, state: SamplerState) -> None:
         """Rewind to a snapshot; the same snapshot can be loaded any number of times."""
         self._frames, self._actions, self._position = state.frames, state.actions, state.position
         self._cache = None if state.cache is None else state.cache.clone()
+        self._pending = state.pending
         self.generator.set_state(state.rng)
 
     @torch.no_grad()
@@ -110,7 +121,7 @@ class ContextSampler:
         codes, sample = self._sample_frame(action)  # (B, N), (B, N, ...)
         frame = self._context(sample[:, None])[:, 0]  # (B, N, ...)
         if self._cache is not None:
-            self._commit(frame, action)
+            self._pending = (frame, action)
         self._position += 1
         self._keep(torch.cat([self._frames, frame[:, None]], dim=1),
                    torch.cat([self._actions, action[:, None]], dim=1))
@@ -138,6 +149,17 @@ class ContextSampler:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _take_pending(self) -> tuple[Tensor, Tensor] | None:
+        """The frame and action waiting to enter the cache, for the caller to commit now."""
+        pending, self._pending = self._pending, None
+        return pending
+
+    def _flush(self) -> None:
+        """Commit the pending frame, if any, on its own."""
+        pending = self._take_pending()
+        if pending is not None:
+            self._commit(*pending)
 
     def _keep(self, frames: Tensor, actions: Tensor) -> None:
         # The next frame plus these fill the receptive field: older frames cannot matter.

@@ -55,7 +55,9 @@ class STBlock(nn.Module):
       cache, layer: incremental decoding. The frames in x are the next ones after those in
         `cache`; they attend to the cached keys/values of this layer, and with `commit` their
         own are appended. `commit=False` recomputes the same frames (e.g. several MaskGIT or
-        denoising steps) without touching the cache. Position and window come from the cache.
+        denoising steps) without touching the cache; `keep=K` appends only the first K frames
+        (a finished frame committed in the same pass as the first step of the next one).
+        Position and window come from the cache.
       kv_only: with a cache and commit, stop once this block's temporal keys/values are
         appended and return None; the last block of a stack committing frames whose output
         nothing reads skips its temporal attention and MLP.
@@ -96,6 +98,7 @@ class STBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         commit: bool = True,
+        keep: int | None = None,
         kv_only: bool = False,
     ) -> Tensor | None:
         if kv_only and (cache is None or not commit):
@@ -117,7 +120,8 @@ class STBlock(nn.Module):
         h = h.transpose(1, 2).reshape(b * n, t, d)  # (B*N, T, D)
         positions = torch.arange(start, start + t, device=x.device)
         if kv_only:
-            cache.append(layer, *self.temporal.keys_values(h, positions))
+            k, v = self.temporal.keys_values(h, positions)
+            cache.append(layer, k[..., :keep, :], v[..., :keep, :])
             return None
         h, (k, v) = self.temporal(
             h,
@@ -127,7 +131,7 @@ class STBlock(nn.Module):
             past=None if cache is None else cache.past(layer),
         )
         if cache is not None and commit:
-            cache.append(layer, k, v)
+            cache.append(layer, k[..., :keep, :], v[..., :keep, :])
         h = h.view(b, n, t, d).transpose(1, 2)  # (B, T, N, D)
         x = x + (mods[5] * h if mods else h)
 
@@ -172,8 +176,9 @@ class STTransformer(nn.Module):
     (a cache filled with grad enabled would hold on to the graph). This computes exactly what
     `forward(all_frames, window=W)` computes for those frames, and a new frame's temporal
     attention costs N * W however long the history. `commit=False` evaluates the new frames
-    without appending them; `output=False` only appends them and returns None, skipping the
-    work after the last block's keys/values (a prompt prefilled, a finished frame committed).
+    without appending them, `keep=K` appends only the first K; `output=False` only appends
+    them and returns None, skipping the work after the last block's keys/values (a prompt
+    prefilled, a finished frame committed).
     With more than one layer, frame t still depends on frames older than t-W+1 through the
     deeper layers' cached keys; that is what the banded mask reproduces.
     """
@@ -228,6 +233,7 @@ class STTransformer(nn.Module):
         window: int | None = None,
         cache: KVCache | None = None,
         commit: bool = True,
+        keep: int | None = None,
         output: bool = True,
     ) -> Tensor | None:
         if cache is not None:
@@ -237,7 +243,7 @@ class STTransformer(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, cond=cond, start=start, window=window, cache=cache, layer=i,
-                      commit=commit, kv_only=not output and i == last)
+                      commit=commit, keep=keep, kv_only=not output and i == last)
         if not output:
             return None
         x = self.norm(x)

@@ -306,10 +306,13 @@ def test_denoising_steps_run_on_the_scheduler_grid_and_leave_the_cache_alone():
     sampler = DiTSampler(model, DiTSettings(steps=4, context_noise=0.2))
     sampler.reset(*clip(t=3))
     sampler.next_frame(0)
-    # Four uncommitted passes from pure noise down, then the frame committed at level 0.2.
-    assert calls == [(1.0, False, 3), (0.667, False, 3), (0.334, False, 3), (0.001, False, 3),
-                     (0.2, True, 3)]
+    # Four uncommitted passes from pure noise down; the frame waits for the next one to start.
+    steps = [(1.0, False), (0.667, False), (0.334, False), (0.001, False)]
+    assert calls == [(*step, 3) for step in steps]
     assert sampler.position == 4
+    sampler.next_frame(1)
+    # First the frame before is committed at level 0.2, then the new one is denoised after it.
+    assert calls[4:] == [(0.2, True, 3)] + [(*step, 4) for step in steps]
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -214,12 +214,11 @@ def test_iterations_reveal_tokens_on_the_cosine_schedule():
     masked_in = []
     next_logits = model.next_logits
 
-    def spy(frame, action, cache, *, commit=False, rows=None):
-        if not commit:
-            masked_in.append(int((frame == model.mask_id).sum(-1)[0]))
-            # Logits are asked for exactly the masked tokens, in ascending order.
-            assert torch.equal(rows, (frame == model.mask_id).nonzero()[:, 1].view(len(frame), -1))
-        return next_logits(frame, action, cache, commit=commit, rows=rows)
+    def spy(frame, action, cache, *, rows=None, pending=None):
+        masked_in.append(int((frame == model.mask_id).sum(-1)[0]))
+        # Logits are asked for exactly the masked tokens, in ascending order.
+        assert torch.equal(rows, (frame == model.mask_id).nonzero()[:, 1].view(len(frame), -1))
+        return next_logits(frame, action, cache, rows=rows, pending=pending)
 
     model.next_logits = spy
     sampler = MaskGITSampler(model, SamplerSettings(steps=4))

@@ -50,6 +50,16 @@ def test_matches_reference(lq, lk, causal, window):
     torch.testing.assert_close(out, reference(q, k, v, causal, window), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("lq,window", [(1, None), (2, None), (2, 6), (3, 4)])
+def test_few_queries_against_a_cache_match_the_reference(lq, window):
+    # The cached path: new queries see the past (here 5 frames, 6 - lq of them in a window of
+    # 6 for the last query) and the new keys up to their own, never concatenated.
+    q, k, v = qkv(lq=lq, lk=5 + lq)
+    out = attn_mod._few_queries_with_past(q, k[:, :, 5:], v[:, :, 5:], k[:, :, :5], v[:, :, :5],
+                                          window)
+    torch.testing.assert_close(out, reference(q, k, v, True, window), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("window", [None, 3])
 def test_bottom_right_causal_queries_are_the_last_positions(window):
     # Queries for the last Lq positions against all Lk keys must equal the last Lq rows of

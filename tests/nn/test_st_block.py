@@ -148,6 +148,25 @@ def test_uncommitted_steps_leave_the_cache_alone():
 
 
 @torch.no_grad()
+def test_keep_commits_the_first_frames_and_computes_the_rest_after_them():
+    # A sampler commits a finished frame in the same pass as its first step on the next one.
+    w = 3
+    m = model(depth=2, adaln=True, cond_dim=D)
+    randomize_modulation(m)
+    x, cond = frames(6), torch.randn(B, 6, D)
+    banded = m(x, window=w, cond=cond)
+    merged, alone = m.new_cache(window=w), m.new_cache(window=w)
+    m(x[:, :4], cond=cond[:, :4], cache=merged)
+    m(x[:, :4], cond=cond[:, :4], cache=alone)
+    out = m(x[:, 4:6], cond=cond[:, 4:6], cache=merged, keep=1)
+    torch.testing.assert_close(out, banded[:, 4:6], atol=1e-5, rtol=1e-5)
+    m(x[:, 4:5], cond=cond[:, 4:5], cache=alone)
+    assert merged.frames_seen == alone.frames_seen == [5, 5]
+    for a, b in zip(merged.keys + merged.values, alone.keys + alone.values, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
 def test_commit_without_output_fills_the_cache_as_a_full_pass_does():
     m = model(depth=3, adaln=True, cond_dim=D)
     randomize_modulation(m)

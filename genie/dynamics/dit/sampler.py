@@ -82,6 +82,7 @@ class DiTSampler(ContextSampler):
 
     def _denoise(self, action: Tensor) -> Tensor:
         """The new frame's clean latents (B, N, C), integrated from noise at level 1 to 0."""
+        self._flush()
         b, _, n, c = self._frames.shape
         x = torch.randn(b, n, c, generator=self.generator, device=self._frames.device)
         scheduler = self.scheduler

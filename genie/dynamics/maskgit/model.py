@@ -87,15 +87,17 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         start: int | None = None,
         cache: KVCache | None = None,
         commit: bool = True,
+        keep: int | None = None,
         output: bool = True,
     ) -> Tensor | None:
         """Codes (B, T, N) and per-frame actions (B, T) -> features (B, T, N, D); with
-        `output=False` the frames only enter the cache (STTransformer.forward)."""
+        `output=False` the frames only enter the cache, with `keep=K` only the first K do
+        (STTransformer.forward)."""
         x = self.pos(self.token_emb(tokens))  # (B, T, N, D)
         cond = self.action_emb(frame_actions)  # (B, T, D)
         window = None if cache is not None else self.config.context  # a cache has its own
         return self.transformer(x, cond=cond, start=start, window=window, cache=cache,
-                                commit=commit, output=output)
+                                commit=commit, keep=keep, output=output)
 
     # ------------------------------------------------------------------ training
 
@@ -166,19 +168,30 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         action: Tensor,
         cache: KVCache,
         *,
-        commit: bool = False,
         rows: Tensor | None = None,
+        pending: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Logits (B, N, K) of the next frame's codes (B, N) or (B, h, w), mask ids allowed.
 
         Only the new frame is computed, against the cached past; `action` (B,) leads into it.
         `rows` (B, M) token indices limit the logits to those tokens, (B, M, K): a sampler
         needs them only where the frame is still masked, and the head over K codes is the
-        widest matrix product of a pass. `commit=True` appends the frame to the cache: do it
-        once, with the final codes, or call `commit`, which skips the logits.
+        widest matrix product of a pass.
+
+        `pending` = (codes (B, N), action (B,)) of the finished frame before this one, not yet
+        in the cache: it is committed in this same pass, as frame 0 of a two-frame pass whose
+        frame 1 is this one. One pass over two frames costs less than two passes over one,
+        and committing a frame once its successor's action is known loses nothing.
         """
         tokens = self.flat_codes(frame[:, None])  # (B, 1, N)
-        h = self._backbone(tokens, action[:, None], cache=cache, commit=commit)[:, 0]  # (B, N, D)
+        actions = action[:, None]  # (B, 1)
+        keep = None
+        if pending is not None:
+            tokens = torch.cat([self.flat_codes(pending[0][:, None]), tokens], dim=1)  # (B, 2, N)
+            actions = torch.cat([pending[1][:, None], actions], dim=1)  # (B, 2)
+            keep = 1
+        h = self._backbone(tokens, actions, cache=cache, commit=pending is not None, keep=keep)
+        h = h[:, -1]  # (B, N, D)
         if rows is not None:
             h = h.gather(1, rows[..., None].expand(-1, -1, h.shape[-1]))  # (B, M, D)
         return self.head(h).float()

@@ -120,9 +120,10 @@ class MaskGITSampler(ContextSampler):
 
     def _logits(self, frame: Tensor, action: Tensor, rows: Tensor) -> Tensor:
         """Logits (B, M, K) at tokens `rows` (B, M) of the frame being sampled, through the
-        cache or recomputed."""
+        cache (the first iteration also commits the frame before) or recomputed."""
         if self._cache is not None:
-            return self.model.next_logits(frame, action, self._cache, rows=rows)
+            return self.model.next_logits(frame, action, self._cache, rows=rows,
+                                          pending=self._take_pending())
         tokens = torch.cat([self._frames, frame[:, None]], dim=1)  # (B, T'+1, N)
         actions = torch.cat([self._actions, action[:, None]], dim=1)  # (B, T'+1)
         start = self._position - self._frames.shape[1]
