@@ -522,11 +522,11 @@ def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
 def _play(args: argparse.Namespace) -> None:
     from genie.play.launch import play
 
-    _setup_compute(args)
+    # No _setup_compute: the world steps on a thread of its own, which sets --threads itself.
     summary = play(world=args.world, prompt=args.prompt, replay=args.replay, scale=args.scale,
                    fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
                    seed=args.seed, headless=args.headless, steps=args.steps,
-                   actions=args.actions, device=args.device)
+                   actions=args.actions, device=args.device, threads=args.threads)
     if args.headless:
         print(summary.line())
     for path in summary.recorded:

@@ -63,7 +63,8 @@ class App:
     def __init__(self, env, prompts: Sequence[Prompt], *, title: str = "genie", scale: int = 8,
                  fps_cap: float | None = 15, previews: bool = True, seed: int | None = 0,
                  record: str | Path | None = None, script: Sequence[int] | None = None,
-                 queue_size: int = 8, undo_limit: int = 64, capture_dir: str | Path = "."):
+                 queue_size: int = 8, undo_limit: int = 64, capture_dir: str | Path = ".",
+                 threads: int | None = None):
         if not prompts:
             raise ValueError("a play session needs at least one prompt")
         self.env, self.prompts, self.prompt_index = env, list(prompts), 0
@@ -71,7 +72,7 @@ class App:
         self.fps_cap = fps_cap
         self.bindings = Bindings(env.num_actions, env.key_map)
         self.worker = Worker(env, seed=seed, previews=previews, queue_size=queue_size,
-                             undo_limit=undo_limit, fps_cap=fps_cap)
+                             undo_limit=undo_limit, fps_cap=fps_cap, threads=threads)
         self.screen = Screen(env.size, scale, self.bindings, list(env.action_names))
         self.status = Status(title=title, previews=self.worker.previews)
         self.record_path = Path(record) if record else None

@@ -78,8 +78,11 @@ def _replay(spec: str):
 def play(*, world: str | None = None, prompt: str | None = None, replay: str | None = None,
          scale: int = 8, fps_cap: float | None = None, record: str | None = None,
          previews: bool = True, seed: int = 0, headless: bool = False,
-         steps: int | None = None, actions: str = "random", device: str = "auto"):
-    """Open a play session (or run one headless) and return its Summary when it ends."""
+         steps: int | None = None, actions: str = "random", device: str = "auto",
+         threads: int | None = None):
+    """Open a play session (or run one headless) and return its Summary when it ends.
+
+    `threads` sets torch's CPU threads on the thread that steps the world."""
     check_display(headless)
     if fps_cap is not None and fps_cap <= 0:
         raise GenieError(f"--fps-cap {fps_cap:g}: give a number of steps a second above 0, or "
@@ -109,7 +112,7 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
 
     fps = fps_cap if fps_cap is not None else (None if headless else 15.0)
     app = App(env, prompts, title=title, scale=scale, fps_cap=fps, previews=previews,
-              seed=seed, record=record, script=script)
+              seed=seed, record=record, script=script, threads=threads)
     try:
         app.open()
     except pygame.error as e:

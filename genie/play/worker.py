@@ -82,8 +82,9 @@ class Worker:
 
     def __init__(self, env, *, seed: int | None = 0, previews: bool = True, queue_size: int = 8,
                  undo_limit: int = 64, undo_mb: float = 512, fps_cap: float | None = None,
-                 preview_delay: float = 0.1):
+                 preview_delay: float = 0.1, threads: int | None = None):
         self.env = env
+        self.threads = threads  # torch's CPU threads, set on the worker thread (see _run)
         self.seed = seed
         self.previews = previews and callable(getattr(env, "preview", None))
         self.queue_size, self.preview_delay = queue_size, preview_delay
@@ -184,6 +185,12 @@ class Worker:
     # ------------------------------------------------------------------ worker thread
 
     def _run(self) -> None:
+        if self.threads is not None:
+            # Set here, on the thread that computes: set on the UI thread instead, the same
+            # count made every world step on this one about twice as slow (2 cores, libgomp).
+            from genie.train.compute import set_threads
+
+            set_threads(self.threads)
         while True:
             with self._cond:
                 job = self._next_job()

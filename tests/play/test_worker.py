@@ -111,3 +111,18 @@ def test_a_failing_step_is_reported_and_the_world_carries_on(worker, fake):
     failures = [x for x in out if isinstance(x, Failure)]
     assert failures and "cannot do that" in failures[0].message
     assert frames(out)[0].steps == 1  # the failed step left no trace
+
+
+def test_threads_are_set_on_the_worker_thread_only(worker, fake):
+    # Set on the UI thread, torch's thread count made the worker's steps twice as slow.
+    import torch
+
+    seen = []
+    world = fake()
+    step = world.step
+    world.step = lambda action: seen.append(torch.get_num_threads()) or step(action)
+    before = torch.get_num_threads()
+    w = worker(world, threads=1)
+    w.submit("step", 0)
+    collect(w, lambda r: len(frames(r)) == 1)
+    assert seen == [1] and torch.get_num_threads() == before
