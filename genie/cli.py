@@ -157,6 +157,22 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice)")
 
 
+def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
+    """Sampler overrides beside --sampling-steps (whose spelling differs per command)."""
+    parser.add_argument("--temperature", type=float,
+                        help="override the world's sampling temperature (0 = greedy)")
+    parser.add_argument("--confidence-noise", type=float,
+                        help="MaskGIT: override the scale of the noise on the confidences that "
+                             "pick the tokens each step keeps")
+
+
+def _sampler_overrides(args: argparse.Namespace) -> dict:
+    """The sampler settings given on the command line, by the samplers' names."""
+    given = {"steps": args.sampling_steps, "temperature": args.temperature,
+             "confidence_noise": args.confidence_noise}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _setup_compute(args: argparse.Namespace) -> None:
     from genie.train.compute import set_threads
 
@@ -226,10 +242,8 @@ def _eval_world(args: argparse.Namespace) -> None:
                             clips=args.clips, seed=args.seed, drift_steps=args.drift_steps,
                             drift_clips=args.drift_clips, batch=args.batch,
                             preview_prompts=args.preview_prompts)
-    sampler = {k: v for k, v in (("steps", args.sampling_steps),
-                                 ("temperature", args.temperature)) if v is not None}
     result = evaluate_world(args.world, args.data, settings, device=args.device,
-                            sampler=sampler, progress=not args.quiet)
+                            sampler=_sampler_overrides(args), progress=not args.quiet)
     report = write_report(result, out)
     m = result.metrics
     i = min(4, len(m["horizons"])) - 1
@@ -354,9 +368,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     _setup_compute(args)
     world = genie.load(args.world or default_world(), device=args.device,
-                       sampler={k: v for k, v in (("steps", args.sampling_steps),
-                                                  ("temperature", args.temperature))
-                                if v is not None})
+                       sampler=_sampler_overrides(args))
     context = min(args.prompt_frames or world.context, world.context)
     source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
                          world.prompt_files()) if args.side_by_side else None
@@ -423,7 +435,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
                      help="sampling steps per frame (default: the world's)")
-    gen.add_argument("--temperature", type=float, help="sampling temperature")
+    _add_sampler_args(gen)
     gen.add_argument("--fps", type=float, default=15, help="frame rate of the video")
     gen.add_argument("--scale", type=_positive_int, default=4,
                      help="upscale the video by this factor, pixels kept sharp (default: 4)")
@@ -489,7 +501,7 @@ def _add_eval_world(esub) -> None:
                        help="clips rolled out at once; lower it to save memory (default: 32)")
     world.add_argument("--sampling-steps", type=_positive_int,
                        help="override the world's sampling steps per frame")
-    world.add_argument("--temperature", type=float, help="override the sampling temperature")
+    _add_sampler_args(world)
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_compute_args(world)
     world.set_defaults(func=_eval_world)

@@ -101,6 +101,7 @@ class LamConfig:
 class DiTSamplingConfig:
     """How a DiT world samples (dynamics.backend=dit); written into world.json."""
 
+    steps: int | None = None  # Euler steps per frame; unset, dynamics.sample_steps
     context_noise: float = 0.1  # noise level the context frames are held at
     shift: float = 1.0  # timestep shift of the denoising grid (> 1: more steps at high noise)
 
@@ -126,12 +127,15 @@ class DynamicsConfig:
     latent: str | None = None
     sample_steps: int = 8  # MaskGIT iterations or DiT denoising steps per generated frame
     temperature: float = 1.0  # MaskGIT sampling temperature (0 = greedy)
+    # MaskGIT: scale of the Gumbel noise on the confidences that pick which tokens to keep,
+    # annealed to 0 over the steps (genie/dynamics/maskgit/sampler.py).
+    confidence_noise: float = 1.0
     dit: DiTSamplingConfig = field(default_factory=DiTSamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def model_kwargs(self) -> dict:
         """The model's `__init__` arguments this section sets, for the chosen backend."""
-        exclude = ("train", "backend", "sample_steps", "temperature", "dit")
+        exclude = ("train", "backend", "sample_steps", "temperature", "confidence_noise", "dit")
         if self.backend == "dit":
             if self.context_noise:
                 raise GenieError("dynamics.context_noise swaps MaskGIT tokens and means nothing "
@@ -147,9 +151,11 @@ class DynamicsConfig:
     def sampler_settings(self) -> dict:
         """The default sampler settings of the chosen backend (world.json's `sampler`)."""
         if self.backend == "dit":
-            return {"steps": self.sample_steps, "context_noise": self.dit.context_noise,
+            return {"steps": self.dit.steps or self.sample_steps,
+                    "context_noise": self.dit.context_noise,
                     "shift": self.dit.shift}
-        return {"steps": self.sample_steps, "temperature": self.temperature}
+        return {"steps": self.sample_steps, "temperature": self.temperature,
+                "confidence_noise": self.confidence_noise}
 
 
 def _model_kwargs(section, exclude=("train",)) -> dict:

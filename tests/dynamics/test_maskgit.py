@@ -88,6 +88,8 @@ def test_backend_registry_builds_the_sampler_from_world_settings():
         sampler_for("maskgit", tiny_model(), {"stepz": 4})
     with pytest.raises(GenieError, match="temperature"):
         SamplerSettings(temperature=-1.0)
+    with pytest.raises(GenieError, match="confidence_noise"):
+        SamplerSettings(confidence_noise=-0.5)
 
 
 def test_save_load_round_trip(tmp_path, rollout):

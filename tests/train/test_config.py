@@ -55,7 +55,9 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
 def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     maskgit = load_config("test").dynamics
     assert "context_noise" in maskgit.model_kwargs() and "prediction" not in maskgit.model_kwargs()
-    assert set(maskgit.sampler_settings()) == {"steps", "temperature"}
+    assert set(maskgit.sampler_settings()) == {"steps", "temperature", "confidence_noise"}
+    assert "confidence_noise" not in load_config("test", ["dynamics.backend=dit"]
+                                                 ).dynamics.sampler_settings()
     dit = load_config("test", ["dynamics.backend=dit", "dynamics.dit.context_noise=0.2"]).dynamics
     assert set(dit.model_kwargs()) == {"dim", "depth", "heads", "context", "prediction",
                                        "latent"}
@@ -63,6 +65,8 @@ def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     assert dit.model_kwargs()["prediction"] == "velocity"
     assert dit.model_kwargs()["latent"] == "code"
     assert dit.sampler_settings() == {"steps": 2, "context_noise": 0.2, "shift": 1.0}
+    # A DiT's Euler steps can differ from MaskGIT's iterations (the tiny preset: 4 against 2).
+    assert load_config("tiny", ["dynamics.backend=dit"]).dynamics.sampler_settings()["steps"] == 4
     with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
         load_config("test", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]
                     ).dynamics.model_kwargs()

@@ -38,6 +38,17 @@ def test_generate_from_files(tiny_world, prompt_files, tmp_path, prompt):
     assert frames.shape == (prompt_len + 4, 64, 64, 3) and frames.dtype == np.uint8
 
 
+def test_sampler_overrides_reach_the_sampler_and_the_recipe(tiny_world, prompt_files, tmp_path):
+    import json
+
+    out = tmp_path / "out.npy"
+    assert generate(tiny_world, "--prompt", prompt_files / "clip.mp4", "--actions", "1x3",
+                    "--sampling-steps", 2, "--temperature", 0, "--confidence-noise", 0.5,
+                    "--out", out, "--scale", 1) == 0
+    sampler = json.loads(out.with_suffix(".json").read_text())["sampler"]
+    assert (sampler["steps"], sampler["temperature"], sampler["confidence_noise"]) == (2, 0, 0.5)
+
+
 def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_dataset, tmp_path):
     import av
 
@@ -57,6 +68,7 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
     (["--actions-from", "missing.mp4"], "prompt missing.mp4 does not exist"),
     (["--prompt", "{dir}/frame.png", "--side-by-side"], "needs the real continuation"),
     (["--actions", "left"], "is not an action number"),
+    (["--confidence-noise", "-1"], "confidence_noise must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys, args, message):
     args = [a.replace("{dir}", str(prompt_files)) for a in args]

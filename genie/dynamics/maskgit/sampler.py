@@ -43,6 +43,8 @@ class SamplerSettings:
             raise GenieError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise GenieError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.confidence_noise < 0:
+            raise GenieError(f"confidence_noise must be >= 0, got {self.confidence_noise}")
         if self.top_k is not None and self.top_k < 1:
             raise GenieError(f"top_k must be at least 1, got {self.top_k}")
 
