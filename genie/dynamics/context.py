@@ -50,8 +50,9 @@ class ContextSampler:
     codes = sampler.next_frame(action)             # action: int or (B,) -> codes (B, h, w)
     snap = sampler.state(); ...; sampler.load_state(snap)  # rewind, exactly
 
-    A backend defines `_context` (codes -> frames as the model reads them), `_prefill` and
-    `_commit` (frames into the cache) and `_sample_frame` (the next frame's codes).
+    A backend defines `_context` (codes -> frames as the model reads them), `_prefill` (the
+    prompt into the cache), `_sample_frame` (the next frame's codes) and, if it uses `_flush`,
+    `_commit` (one finished frame into the cache).
 
     A finished frame enters the cache only when the next one is sampled: it stays `_pending`
     until then, so a backend can commit it in the same pass as its first step on the next

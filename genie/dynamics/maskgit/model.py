@@ -195,9 +195,3 @@ class MaskGITDynamics(CausalDynamics, ModelMixin, ConfigMixin):
         if rows is not None:
             h = h.gather(1, rows[..., None].expand(-1, -1, h.shape[-1]))  # (B, M, D)
         return self.head(h).float()
-
-    @torch.no_grad()
-    def commit(self, frame: Tensor, action: Tensor, cache: KVCache) -> None:
-        """Append the finished frame's codes (B, N) or (B, h, w), led to by `action` (B,)."""
-        self._backbone(self.flat_codes(frame[:, None]), action[:, None], cache=cache,
-                       output=False)

@@ -84,9 +84,6 @@ class MaskGITSampler(ContextSampler):
     def _prefill(self, frames: Tensor, frame_actions: Tensor) -> None:
         self.model.prefill(frames, frame_actions, self._cache)
 
-    def _commit(self, frame: Tensor, action: Tensor) -> None:
-        self.model.commit(frame, action, self._cache)
-
     def _sample_frame(self, action: Tensor) -> tuple[Tensor, Tensor]:
         """The codes (B, N) of the frame that `action` (B,) leads to, by the cosine schedule
         (twice: they are also what the context holds).
