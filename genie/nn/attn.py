@@ -137,8 +137,8 @@ def _xformers_kernel():
     return kernel
 
 
-# Up to this many new frames attend to a cache by broadcast products (below); more go through
-# SDPA, whose kernel pays for the keys being concatenated but not for the query count.
+# Up to this many new frames attend to a cache by broadcast products (below), whose memory grows
+# with new frames x cached frames; more go through SDPA on the concatenated keys.
 FEW_QUERIES = 4
 
 
