@@ -38,7 +38,9 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    max_minutes: float = 0.0  # stop (and export) after this much training time; 0 = no limit
+    # Stop (and export) after this much training time, the cosine decay ending there too;
+    # 0 = no limit.
+    max_minutes: float = 0.0
 
 
 @dataclass

@@ -19,7 +19,7 @@ from genie.cli import main
 from genie.config import load_config
 from genie.data.prepare import PrepareSettings, prepare
 from genie.errors import GenieError
-from genie.train.engine import Trainer
+from genie.train.engine import Trainer, _Progress, lr_lambda
 
 SHORT = ["tokenizer.train.steps=10", "tokenizer.train.checkpoint_every=5",
          "tokenizer.train.sample_every=5"]
@@ -167,10 +167,29 @@ def test_time_budget_counts_every_session_once(coinrun_dataset, tmp_path, monkey
         trainer.fit()
         return trainer
 
-    assert session(False).progress.step == 6  # 60 s of 10 s steps
+    first = session(False)
+    assert first.progress.step == 6  # 60 s of 10 s steps
+    # The cosine decay ends with the budget, not at step 100.
+    train = config.tokenizer.train
+    assert first.scheduler.get_last_lr()[0] == pytest.approx(train.lr * train.min_lr_ratio)
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000006")
     shutil.rmtree(tmp_path / "run" / "model")
     assert session(True).progress.step == 6  # resumed at step 4 with 40 s spent: 2 more
+
+
+def test_decay_follows_steps_or_time_whichever_ends_first():
+    train = load_config("test", ["tokenizer.train.steps=1000", "tokenizer.train.warmup_steps=0",
+                                 "tokenizer.train.max_minutes=1"]).tokenizer.train
+    progress = _Progress()
+    factor = lr_lambda(train, progress)
+    assert factor(10) > 0.99
+    assert factor(999) == pytest.approx(train.min_lr_ratio, abs=1e-5)  # steps end first
+    progress.seconds = 30.0  # half the budget gone at step 10: halfway down the cosine
+    assert factor(10) == pytest.approx((1 + train.min_lr_ratio) / 2)
+    progress.seconds = 90.0
+    assert factor(10) == pytest.approx(train.min_lr_ratio)
+    train.max_minutes = 0  # no budget: time does not count
+    assert factor(10) > 0.99
 
 
 def test_nan_stops_and_names_the_last_good_checkpoint(coinrun_dataset, tmp_path):
