@@ -57,7 +57,7 @@ def _data_record(args: argparse.Namespace) -> None:
     settings = RecordSettings(
         game=args.game, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
         mode=args.mode, start_level=args.start_level, levels=args.levels, size=args.size,
-        lossless=args.lossless,
+        lossless=args.lossless, repeat=args.repeat,
     )
     meta = record(args.out, settings, workers=args.workers, overwrite=args.overwrite,
                   progress=not args.quiet)
@@ -109,6 +109,9 @@ def _add_data(sub) -> None:
     rec.add_argument("--levels", type=int, default=0,
                      help="number of levels in the range; 0 = unlimited (default)")
     rec.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
+    rec.add_argument("--repeat", type=_positive_int, default=1,
+                     help="game steps per recorded frame, the action held through them "
+                     "(default: 1); more makes each action's effect visible in one frame")
     rec.add_argument("--lossless", action="store_true", help="lossless H.264 RGB video")
     rec.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
     rec.add_argument("--overwrite", action="store_true", help="replace an earlier recording")

@@ -47,7 +47,11 @@ class RecordSettings:
     levels: int = 0  # 0: unlimited, every level from start_level up
     size: int = 64
     lossless: bool = False
-    hold: tuple[int, int] = (1, 6)  # the agent keeps an action for this many steps (inclusive)
+    hold: tuple[int, int] = (1, 6)  # the agent keeps an action for this many frames (inclusive)
+    # Game steps per recorded frame, the action held through them (RL's "action repeat"). At 64px
+    # one CoinRun step moves the view by ~0.5 px and an action's own effect is ~0.1 px (inertia),
+    # so with 1 the frames barely show what was pressed.
+    repeat: int = 1
 
 
 def record(
@@ -92,7 +96,7 @@ def record(
             pool.terminate()
     seconds = time.perf_counter() - start
     meta = {
-        "game": settings.game, "fps": FPS, "action_names": ACTION_NAMES,
+        "game": settings.game, "fps": FPS / settings.repeat, "action_names": ACTION_NAMES,
         "settings": asdict(settings), "episodes": episodes,
         "frames": sum(e["frames"] for e in episodes),
     }
@@ -105,8 +109,8 @@ def _check(s: RecordSettings) -> None:
         raise GenieError(f"unknown game {s.game!r}: the recorder knows {', '.join(GAMES)}")
     if s.mode not in ("easy", "hard"):
         raise GenieError(f"--mode {s.mode!r} must be easy or hard")
-    if s.episodes < 1 or s.max_steps < 1:
-        raise GenieError("--episodes and --max-steps must be at least 1")
+    if s.episodes < 1 or s.max_steps < 1 or s.repeat < 1:
+        raise GenieError("--episodes, --max-steps and --repeat must be at least 1")
     if s.start_level < 0 or s.levels < 0 or s.start_level + s.levels > MAX_LEVEL:
         raise GenieError(f"levels must lie in 0..{MAX_LEVEL}: check --start-level and --levels")
     if s.size < 8:
@@ -152,16 +156,20 @@ def _record_episode(job) -> dict:
     hires = s.size != 64
     name = f"{s.game}_{i:06d}"
     actions: list[int] = []
-    with VideoWriter(Path(out) / f"{name}.mp4", fps=FPS, lossless=s.lossless) as video:
+    video_path = Path(out) / f"{name}.mp4"
+    with VideoWriter(video_path, fps=FPS / s.repeat, lossless=s.lossless) as video:
         _, obs, _ = env.observe()  # its `first` flag is set: this is the episode's start
         video.write(_frame(env, obs, hires, s.size))
         first = [False]
         while len(actions) < s.max_steps and not first[0]:
             action = int(rng.integers(len(ACTION_NAMES)))
             for _ in range(int(rng.integers(s.hold[0], s.hold[1] + 1))):
-                env.act(np.array([action]))
-                _, obs, first = env.observe()
-                if first[0]:  # the episode ended: this frame already belongs to the next one
+                for _ in range(s.repeat):
+                    env.act(np.array([action]))
+                    _, obs, first = env.observe()
+                    if first[0]:  # the episode ended: this frame already belongs to the next one
+                        break
+                if first[0]:
                     break
                 video.write(_frame(env, obs, hires, s.size))
                 actions.append(action)

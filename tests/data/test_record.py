@@ -17,7 +17,8 @@ def replay(settings: RecordSettings, i: int, actions: np.ndarray) -> np.ndarray:
     env, _, _ = episode_env(settings, i)
     frames = [env.observe()[1]["rgb"][0]]
     for a in actions:
-        env.act(np.array([a]))
+        for _ in range(settings.repeat):
+            env.act(np.array([a]))
         frames.append(env.observe()[1]["rgb"][0])
     return np.stack(frames)
 
@@ -50,6 +51,17 @@ def test_same_seed_same_files(tmp_path, coinrun_raw, coinrun_settings):
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
 
 
+def test_repeat_holds_each_action_for_several_game_steps(tmp_path):
+    settings = RecordSettings(episodes=1, max_steps=30, seed=3, lossless=True, repeat=3)
+    meta = record(tmp_path, settings, workers=1, progress=False)
+    assert meta["fps"] == 5
+    frames = np.stack([f.rgb for f in read_frames(tmp_path / "coinrun_000000.mp4")])
+    actions = np.load(tmp_path / "coinrun_000000.actions.npy")
+    assert len(actions) == len(frames) - 1
+    # One recorded transition is `repeat` game steps under its one action.
+    np.testing.assert_array_equal(frames, replay(settings, 0, actions))
+
+
 def test_lossy_and_resized(tmp_path):
     settings = RecordSettings(episodes=1, max_steps=20, seed=5, size=48)
     record(tmp_path / "r", settings, workers=1, progress=False)
@@ -71,6 +83,7 @@ def test_lossy_and_resized(tmp_path):
         ({"mode": "medium"}, "must be easy or hard"),
         ({"levels": -1}, "levels must lie"),
         ({"size": 4}, "too small"),
+        ({"repeat": 0}, "--repeat must be at least 1"),
     ],
 )
 def test_bad_settings(tmp_path, change, message):
