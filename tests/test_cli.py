@@ -38,6 +38,7 @@ def test_help_imports_nothing_heavy():
         (["data", "prepare", "src"], "required: --out"),
         (["data", "prepare", "src", "--out", "x", "--size", "big"], "is not N or HxW"),
         (["data", "record", "coinrun", "--out", "x", "--episodes", "0"], "at least 1"),
+        (["data", "record", "coinrun", "--out", "x", "--repeat", "0"], "at least 1"),
         (["data", "record", "pong", "--out", "x"], "invalid choice"),
         (["data", "info", "/no/such/dataset"], "does not exist"),
         (["fly"], "invalid choice"),
