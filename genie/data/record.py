@@ -156,21 +156,20 @@ def _record_episode(job) -> dict:
     hires = s.size != 64
     name = f"{s.game}_{i:06d}"
     actions: list[int] = []
-    video_path = Path(out) / f"{name}.mp4"
-    with VideoWriter(video_path, fps=FPS / s.repeat, lossless=s.lossless) as video:
+    with VideoWriter(Path(out) / f"{name}.mp4", fps=FPS / s.repeat, lossless=s.lossless) as video:
         _, obs, _ = env.observe()  # its `first` flag is set: this is the episode's start
         video.write(_frame(env, obs, hires, s.size))
         first = [False]
         while len(actions) < s.max_steps and not first[0]:
             action = int(rng.integers(len(ACTION_NAMES)))
-            for _ in range(int(rng.integers(s.hold[0], s.hold[1] + 1))):
-                for _ in range(s.repeat):
-                    env.act(np.array([action]))
-                    _, obs, first = env.observe()
-                    if first[0]:  # the episode ended: this frame already belongs to the next one
-                        break
-                if first[0]:
+            hold = int(rng.integers(s.hold[0], s.hold[1] + 1))
+            for step in range(1, hold * s.repeat + 1):
+                env.act(np.array([action]))
+                _, obs, first = env.observe()
+                if first[0]:  # the episode ended: this frame already belongs to the next one
                     break
+                if step % s.repeat:  # a game step between two recorded frames
+                    continue
                 video.write(_frame(env, obs, hires, s.size))
                 actions.append(action)
                 if len(actions) >= s.max_steps:
