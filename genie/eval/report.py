@@ -56,6 +56,14 @@ def _num(value, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _gap(m: dict, key: str, i: int) -> str:
+    """A paired gap at horizon index i with its standard error; "—" in older metrics.json."""
+    if key not in m:
+        return "—"
+    sem = m[f"{key}_sem"][i]
+    return _num(m[key][i], signed=True) + (f" ± {sem:.2f}" if sem else "")
+
+
 def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
     """report.md: settings, the prediction table, drift, actions, links to plots and videos."""
     s = m["settings"]
@@ -73,17 +81,17 @@ def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
         "PSNR in dB (SSIM in brackets), mean over clips. *inferred*: latent actions the LAM "
         "reads off the real continuation; *random*: uniformly random latent actions, same "
         "sampling seed; *copy*: the last prompt frame repeated; *ceiling*: the tokenizer's own "
-        "reconstruction of the real frame. ΔtPSNR = inferred − random (± standard error).",
+        "reconstruction of the real frame. ΔtPSNR = inferred − random; vs copy = inferred − copy "
+        "(each ± its standard error over clips).",
         "",
-        "| horizon | inferred | random | copy | ceiling | ΔtPSNR |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| horizon | inferred | random | copy | ceiling | ΔtPSNR | vs copy |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for h in picked_horizons(m["horizons"]):
         i = h - 1
         cells = [f"{_num(m['psnr'][w][i])} ({_num(m['ssim'][w][i], 3)})" for w in WAYS]
-        sem = m["delta_psnr_sem"][i]
-        delta = _num(m["delta_psnr"][i], signed=True) + (f" ± {sem:.2f}" if sem else "")
-        lines.append(f"| {h} | " + " | ".join(cells) + f" | {delta} |")
+        gaps = [_gap(m, "delta_psnr", i), _gap(m, "copy_margin", i)]
+        lines.append(f"| {h} | " + " | ".join(cells + gaps) + " |")
     lines += ["", "## Drift", ""]
     d = m["drift"]
     if d.get("curves"):

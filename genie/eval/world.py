@@ -179,18 +179,25 @@ def score_horizons(world: EvalWorld, clips: Clips, context: int, horizon: int, s
     return HorizonScores(scores["psnr"], scores["ssim"], latent, samples)
 
 
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[list[float], list[float | None]]:
+    """Mean over clips of a - b per horizon, and its standard error (None from one clip)."""
+    diff = a - b
+    if len(diff) < 2:
+        return diff.mean(0).tolist(), [None] * diff.shape[1]
+    return diff.mean(0).tolist(), (diff.std(0, ddof=1) / np.sqrt(len(diff))).tolist()
+
+
 def summarize_horizons(scores: HorizonScores) -> dict:
-    """Means over clips: the `horizons`, `psnr`, `ssim` and `delta_psnr` of metrics.json."""
+    """Means over clips: the `horizons`, `psnr`, `ssim`, `delta_psnr` and `copy_margin`."""
     psnr = {way: v.mean(0).tolist() for way, v in scores.psnr.items()}
     ssim = {way: v.mean(0).tolist() for way, v in scores.ssim.items()}
-    horizons = list(range(1, len(psnr["inferred"]) + 1))
-    delta = (scores.psnr["inferred"] - scores.psnr["random"]).mean(0).tolist()
-    # The spread of ΔtPSNR over clips says whether a gap of this size is more than noise.
-    sem = ((scores.psnr["inferred"] - scores.psnr["random"]).std(0, ddof=1)
-           / np.sqrt(len(scores.psnr["inferred"]))) if len(scores.psnr["inferred"]) > 1 else \
-        np.full(len(horizons), np.nan)
-    return {"horizons": horizons, "psnr": psnr, "ssim": ssim, "delta_psnr": delta,
-            "delta_psnr_sem": [None if np.isnan(s) else float(s) for s in sem]}
+    # Both gaps are paired over the same clips; their spread says whether a gap of this size
+    # is more than the luck of the clip draw (copy's score varies a lot from clip to clip).
+    delta, delta_sem = _paired(scores.psnr["inferred"], scores.psnr["random"])
+    margin, margin_sem = _paired(scores.psnr["inferred"], scores.psnr["copy"])
+    return {"horizons": list(range(1, len(psnr["inferred"]) + 1)), "psnr": psnr, "ssim": ssim,
+            "delta_psnr": delta, "delta_psnr_sem": delta_sem,
+            "copy_margin": margin, "copy_margin_sem": margin_sem}
 
 
 def side_by_side(*clips: np.ndarray, gap: int = 2) -> np.ndarray:

@@ -43,6 +43,7 @@ def test_eval_world_writes_every_report(evaluated):
     assert s["context"] == 4 and s["seed"] == 0 and s["sampler"]["steps"] == 2
     report = (out / "report.md").read_text()
     assert "| 4 |" in report and "ΔtPSNR" in report and "leaves at step" in report
+    assert "vs copy" in report and m["copy_margin_sem"][0] is not None
     for png in ("horizons.png", "drift.png", "actions.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     videos = sorted(p.name for p in (out / "clips").glob("*.mp4"))

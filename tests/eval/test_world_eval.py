@@ -151,6 +151,9 @@ def test_an_oracle_scores_the_ceiling_at_every_horizon(evaluate):
         assert np.allclose(m[metric]["random"], m[metric]["ceiling"])
     assert m["psnr"]["ceiling"][0] < PSNR_CAP  # quantizing loses something: a real ceiling
     assert m["psnr"]["copy"][-1] < m["psnr"]["ceiling"][-1] - 3  # the pan moves away
+    margin = np.array(m["copy_margin"])
+    assert np.allclose(margin, np.array(m["psnr"]["inferred"]) - m["psnr"]["copy"])
+    assert np.all(margin > 3 * np.array(m["copy_margin_sem"]))  # far more than the clip draw
 
 
 def test_a_copying_world_scores_exactly_the_copy_curve(evaluate):
@@ -158,6 +161,7 @@ def test_a_copying_world_scores_exactly_the_copy_curve(evaluate):
     for metric in ("psnr", "ssim"):
         assert m[metric]["inferred"] == m[metric]["copy"] == m[metric]["random"]
     assert m["delta_psnr"] == [0.0] * 5
+    assert m["copy_margin"] == m["copy_margin_sem"] == [0.0] * 5
 
 
 def test_a_world_deaf_to_actions_has_no_delta_psnr(evaluate):
