@@ -307,7 +307,8 @@ def _train_world(args: argparse.Namespace) -> None:
     _setup_compute(args)
     config = load_config(args.config, _with_backend(args))
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
-                        tokenizer=args.tokenizer, lam=args.lam, preset=args.config)
+                        tokenizer=args.tokenizer, lam=args.lam, init=args.init_from,
+                        preset=args.config)
     _say_once(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
 
 
@@ -359,6 +360,8 @@ def _add_world_stages(tsub) -> None:
     _add_backend_arg(world)
     world.add_argument("--tokenizer", help="use this trained tokenizer instead of training one")
     world.add_argument("--lam", help="use this trained latent action model instead")
+    world.add_argument("--init-from", metavar="WORLD",
+                       help="start each stage trained here from that world's part (fine-tune)")
     _add_compute_args(world)
     world.set_defaults(func=_train_world)
 

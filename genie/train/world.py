@@ -86,8 +86,13 @@ def _config_of(path: str | Path, part: str) -> dict:
 
 def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
                 device: str = "auto", tokenizer: str | Path | None = None,
-                lam: str | Path | None = None, preset: str = "") -> Path:
-    """Train (or take) each part into the world folder `out`; returns it."""
+                lam: str | Path | None = None, init: str | Path | None = None,
+                preset: str = "") -> Path:
+    """Train (or take) each part into the world folder `out`; returns it.
+
+    `init`: a world whose parts start every stage trained here (fine-tuning); parts given as
+    `tokenizer` or `lam` are taken as they are.
+    """
     from genie.train.stages import train_lam, train_tokenizer
 
     out = Path(out)
@@ -97,6 +102,11 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
     if out.exists() and any(out.iterdir()) and not resume:
         raise GenieError(f"{out} already holds a world in training: add --resume to continue "
                          "it, or choose a new --out (nothing was overwritten)")
+    if init:  # a wrong --init-from fails now, not after an hour of training
+        missing = [p for p in PARTS if not (Path(init) / p / "config.json").exists()]
+        if missing:
+            raise GenieError(f"--init-from {init} is not a world folder (no {', '.join(missing)} "
+                             "in it): give a world made by `genie train world`")
     started = time.perf_counter()
     given = {"tokenizer": tokenizer, "lam": lam}
     trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
@@ -107,16 +117,19 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
             else:
                 run = out / "runs" / part
                 source = trainers[part](config, data, run, resume=(run / "run.json").exists(),
-                                        device=device)
+                                        init=init and Path(init) / part, device=device)
             _copy_model(source, out / part)
     if not (out / "dynamics" / "config.json").exists():
         run = out / "runs" / "dynamics"
         source = train_dynamics(config, data, run, tokenizer=out / "tokenizer", lam=out / "lam",
-                                resume=(run / "run.json").exists(), device=device)
+                                resume=(run / "run.json").exists(), device=device,
+                                init=init and Path(init) / "dynamics")
         _copy_model(source, out / "dynamics")
     write_prompts(data, out / "prompts", frames=min(4, config.dynamics.context))
-    write_json_atomic(out / "world.json", world_meta(config, data, out, preset,
-                                                     time.perf_counter() - started))
+    meta = world_meta(config, data, out, preset, time.perf_counter() - started)
+    if init:
+        meta["provenance"]["init_from"] = str(Path(init).resolve())
+    write_json_atomic(out / "world.json", meta)
     return out
 
 

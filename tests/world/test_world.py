@@ -96,3 +96,29 @@ def test_a_finished_world_is_not_overwritten(coinrun_dataset, tiny_world, capsys
                  str(tiny_world)]) == 2
     assert "already holds a finished world" in capsys.readouterr().err
     assert (tiny_world / "world.json").read_bytes() == before
+
+
+def test_train_world_init_from_starts_each_trained_stage_from_that_world(coinrun_dataset,
+                                                                         tiny_world, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "tuned"
+    # A learning rate so small that the weights cannot move: what comes out is where it started.
+    assert main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+                 str(out), "--tokenizer", str(tiny_world), "--init-from", str(tiny_world),
+                 "--device", "cpu", "lam.train.steps=2", "dynamics.train.steps=2",
+                 "lam.train.lr=1e-12", "dynamics.train.lr=1e-12"]) == 0
+    for part in ("lam", "dynamics"):
+        before = load_file(next((tiny_world / part).glob("*.safetensors")))
+        after = load_file(next((out / part).glob("*.safetensors")))
+        weights = [k for k in before if before[k].is_floating_point()]  # not step counters
+        assert all(np.allclose(before[k].numpy(), after[k].numpy(), atol=1e-6) for k in weights)
+    meta = json.loads((out / "world.json").read_text())
+    assert meta["provenance"]["init_from"] == str(tiny_world.resolve())
+
+
+def test_train_world_refuses_an_init_from_that_is_not_a_world(coinrun_dataset, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+                 str(out), "--init-from", str(tmp_path / "nowhere")]) == 2
+    assert "--init-from" in capsys.readouterr().err and not out.exists()
