@@ -188,11 +188,19 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise GenieError(f"config {path} is not valid YAML: {e}") from e
+    overridden = set()
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise GenieError(f"override {item!r} is not key=value (e.g. tokenizer.train.lr=3e-4)")
         _set_dotted(raw, key.strip(), yaml.safe_load(text))
+        overridden.add(key.strip())
+    dynamics = raw.get("dynamics")
+    if ("dynamics.backend" in overridden and "dynamics.context_noise" not in overridden
+            and isinstance(dynamics, dict) and dynamics.get("backend") == "dit"):
+        # The preset's context noise is its MaskGIT's (token swaps); a DiT picked by override
+        # (--backend dit) keeps its own, dynamics.dit.context_noise.
+        dynamics.pop("context_noise", None)
     return from_dict(Config, raw)
 
 

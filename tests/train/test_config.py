@@ -73,3 +73,12 @@ def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     for setting in ("dynamics.prediction=x0", "dynamics.latent=encoder"):
         with pytest.raises(GenieError, match="is a DiT setting"):
             load_config("test", [setting]).dynamics.model_kwargs()
+
+
+def test_a_dit_picked_by_override_drops_the_presets_maskgit_context_noise():
+    assert load_config("tiny", []).dynamics.context_noise > 0  # the preset swaps MaskGIT tokens
+    dit = load_config("tiny", ["dynamics.backend=dit"]).dynamics
+    assert "context_noise" not in dit.model_kwargs() and dit.sampler_settings()["context_noise"] > 0
+    with pytest.raises(GenieError, match="dynamics.context_noise swaps MaskGIT tokens"):
+        load_config("tiny", ["dynamics.backend=dit", "dynamics.context_noise=0.1"]).dynamics \
+            .model_kwargs()
