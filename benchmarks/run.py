@@ -136,9 +136,8 @@ def tiny_world(path: str | None, backend: str | None = None, context: int | None
 
         if (DEFAULT_WORLD / "world.json").exists():
             return genie.load(DEFAULT_WORLD, device="cpu")
-    config = load_config("tiny")
-    dynamics = dataclasses.replace(config.dynamics, backend=backend or config.dynamics.backend,
-                                   context=context or config.dynamics.context)
+    config = load_config("tiny", [f"dynamics.backend={backend}"] if backend else [])
+    dynamics = dataclasses.replace(config.dynamics, context=context or config.dynamics.context)
     tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
                          **config.tokenizer.model_kwargs())
     lam = LatentActionModel(height=64, width=64, **config.lam.model_kwargs())
