@@ -73,6 +73,26 @@ def test_bottom_right_causal_queries_are_the_last_positions(window):
     assert not torch.allclose(tail, top_left, atol=1e-3)
 
 
+@pytest.mark.parametrize("lq,lk,causal,window", [(6, 6, False, None), (6, 6, True, None),
+                                                  (2, 7, True, None), (3, 7, True, 2)])
+def test_bf16_on_cpu_takes_the_matmul_path_and_matches_the_reference(monkeypatch, lq, lk, causal,
+                                                                     window):
+    # Short bf16 sequences on a CPU skip SDPA's fused kernel (slower there); same masks, and
+    # the same result up to bf16 rounding.
+    calls = []
+    matmul = attn_mod._matmul_attention
+    monkeypatch.setattr(attn_mod, "_matmul_attention", lambda *a: calls.append(1) or matmul(*a))
+    q, k, v = qkv(lq=lq, lk=lk, dh=16)
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=causal, window=window)
+    assert calls and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference(q, k, v, causal, window), atol=3e-2,
+                               rtol=3e-2)
+    attention(q, k, v, causal=causal, window=window)  # fp32 stays on SDPA
+    monkeypatch.setattr(attn_mod, "MATMUL_MAX_KEYS", lk - 1)  # so do long sequences
+    attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=causal, window=window)
+    assert len(calls) == 1
+
+
 def test_mask_is_skipped_only_when_nothing_is_hidden():
     assert attention_mask(1, 4, causal=True) is None
     assert attention_mask(1, 4, causal=True, window=4) is None
