@@ -6,11 +6,11 @@
 Each figure is measured end to end from the command line, start-up included, the way a user
 runs it. Suites: data (record, prepare at 64x64 and from 90x160 sources); train (frames/s of
 the real training step of the tokenizer, LAM and dynamics in fp32 and bf16, its FLOPs counted
-with torch's FlopCounterMode, as a fraction of this machine's measured matrix-product rates;
-the dynamics with cached and on-the-fly tokens); world (ms per generated frame at a
-full context with the KV caches on and off, FLOPs per frame, batched action previews, for a
-MaskGIT and a DiT world); play (the play loop headless, previews on and off: frame rate and
-key-to-frame latency).
+with torch's FlopCounterMode, attention included (flops.py), as a fraction of this machine's
+measured matrix-product rates; the dynamics with cached and on-the-fly tokens); world (ms per
+generated frame at a full context with the KV caches on and off, FLOPs per frame, batched
+action previews, for a MaskGIT and a DiT world); play (the play loop headless, previews on and
+off: frame rate and key-to-frame latency).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def bench_world(args, work: Path) -> list[dict]:
 
 def world_rows(world, peak: float, previews: bool = True) -> list[dict]:
     import numpy as np
-    from torch.utils.flop_counter import FlopCounterMode
+    from flops import flop_counter
 
     h, w = world.size
     prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
@@ -172,7 +172,7 @@ def world_rows(world, peak: float, previews: bool = True) -> list[dict]:
         world.sampler.settings.use_cache = cached
         world.reset(prompt, seed=0)
         world.step(0)  # warm-up
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             world.step(1)
         frames = 8 if cached else 3
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The real training step of each `tiny` model, timed, its FLOPs counted by torch.
+"""The real training step of each `tiny` model, timed, its FLOPs counted (benchmarks/flops.py).
 
 Each stage gets the batch shape of its preset: tokenizer clips of pixels, LAM clips of pixels,
 dynamics clips of codes and actions. For the dynamics, tokens read from the disk cache (a
@@ -57,7 +57,7 @@ def on_the_fly_coder(config) -> Callable:
 def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: int = 5) -> dict:
     """Frames/s and achieved FLOP/s of one stage's optimizer step (forward, backward, AdamW)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from flops import flop_counter
 
     model, batch, config = _models(stage)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -75,7 +75,7 @@ def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: in
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step()
     flops = counter.get_total_flops()
     step()  # warm-up
