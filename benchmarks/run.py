@@ -73,24 +73,30 @@ def bench_data(args, work: Path) -> list[dict]:
     return rows
 
 
-def matmul_rate(dtype, sizes=(2048, 4096), budget_s: float = 20.0) -> float:
-    """Best FLOP/s of square matrix products; larger sizes only while they fit the budget."""
+def matmul_rate(dtype, shapes=((2048,) * 3, (4096,) * 3), budget_s: float = 20.0) -> float:
+    """Best FLOP/s of (m, k) @ (k, n) products; later shapes only while they fit the budget."""
     import torch
 
     best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
         start = time.perf_counter()
-        a @ b  # warm-up, and a measure of whether the next size is affordable
+        a @ b  # warm-up, and a measure of whether the next shape is affordable
         first = time.perf_counter() - start
-        reps = max(1, min(5, int(budget_s / 4 / max(first, 1e-6))))
+        reps = max(1, min(50, int(budget_s / 4 / max(first, 1e-6))))
         start = time.perf_counter()
         for _ in range(reps):
             a @ b
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
         if first * 8 > budget_s:  # the next size costs 8x: skip it
             break
     return best
+
+
+# The largest products in the tiny models' training steps: (tokens in a batch, width) @
+# (width, 4 x width) in each MLP. They bound what a step of that width can reach.
+MODEL_MATMULS = {"tokenizer": (8 * 4 * 256, 64, 256), "lam": (8 * 8 * 64, 64, 256),
+                 "dynamics": (4 * 8 * 256, 128, 512)}
 
 
 def bench_train(args, work: Path) -> list[dict]:
@@ -100,9 +106,13 @@ def bench_train(args, work: Path) -> list[dict]:
     from training import step_rate
 
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
-    rows = [{"what": f"matmul {p} (best of 2048^3, 4096^3)", "frames_per_s": 0.0,
-             "gflop_per_s": rate / 1e9, "of_fp32_peak": rate / peaks["fp32"],
-             "of_bf16_peak": rate / peaks["bf16"]} for p, rate in peaks.items()]
+    rates = {f"matmul {p} (best of 2048^3, 4096^3)": rate for p, rate in peaks.items()}
+    for stage, (m, k, n) in MODEL_MATMULS.items():
+        rates[f"matmul bf16 {m}x{k} @ {k}x{n} ({stage} MLP)"] = \
+            matmul_rate(torch.bfloat16, [(m, k, n)], budget_s=4.0)
+    rows = [{"what": what, "frames_per_s": 0.0, "gflop_per_s": rate / 1e9,
+             "of_fp32_peak": rate / peaks["fp32"], "of_bf16_peak": rate / peaks["bf16"]}
+            for what, rate in rates.items()]
     runs = [(stage, precision, False) for stage in ("tokenizer", "lam", "dynamics")
             for precision in ("fp32", "bf16")] + [("dynamics", "fp32", True)]
     for stage, precision, on_the_fly in runs:
