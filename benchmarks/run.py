@@ -93,8 +93,9 @@ def matmul_rate(dtype, shapes=((2048,) * 3, (4096,) * 3), budget_s: float = 20.0
     return best
 
 
-# The largest products in the tiny models' training steps: (tokens in a batch, width) @
-# (width, 4 x width) in each MLP. They bound what a step of that width can reach.
+# Products of each tiny model's batch and width: (tokens in a batch, width) @ (width, 4 x width).
+# Near its MLP's (the SwiGLU up-projection is 5.5 x width), they show whether that width alone
+# keeps a step from the large-matrix rate.
 MODEL_MATMULS = {"tokenizer": (8 * 4 * 256, 64, 256), "lam": (8 * 8 * 64, 64, 256),
                  "dynamics": (4 * 8 * 256, 128, 512)}
 
