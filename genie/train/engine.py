@@ -211,7 +211,9 @@ class Trainer:
         return final
 
     def export(self) -> Path:
-        """save_pretrained into RUN/model (EMA weights when EMA is on)."""
+        """save_pretrained into RUN/model (EMA weights when EMA is on), with training.json: the
+        steps, training time over every resumed session, precision and processes that made it,
+        which travel with the model into a world folder."""
         model = self.accelerator.unwrap_model(self.model)
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
         target = self.out / "model"
@@ -222,6 +224,12 @@ class Trainer:
                 self.ema.store(model.parameters())
                 self.ema.copy_to(model.parameters())
             model.save_pretrained(str(tmp))
+            write_json_atomic(tmp / "training.json", {
+                "steps": self.progress.step, "seconds": round(self.progress.seconds, 1),
+                "precision": self.precision, "processes": self.accelerator.num_processes,
+                "device": self.accelerator.device.type,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            })
             if self.ema is not None:
                 self.ema.restore(model.parameters())
             shutil.rmtree(target, ignore_errors=True)

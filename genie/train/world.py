@@ -107,7 +107,6 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
         if missing:
             raise GenieError(f"--init-from {init} is not a world folder (no {', '.join(missing)} "
                              "in it): give a world made by `genie train world`")
-    started = time.perf_counter()
     given = {"tokenizer": tokenizer, "lam": lam}
     trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
     for part in ("tokenizer", "lam"):
@@ -126,7 +125,7 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
                                 init=init and Path(init) / "dynamics")
         _copy_model(source, out / "dynamics")
     write_prompts(data, out / "prompts", frames=min(4, config.dynamics.context))
-    meta = world_meta(config, data, out, preset, time.perf_counter() - started)
+    meta = world_meta(config, data, out, preset)
     if init:
         meta["provenance"]["init_from"] = str(Path(init).resolve())
     write_json_atomic(out / "world.json", meta)
@@ -155,13 +154,23 @@ def write_prompts(data: str | Path, folder: Path, *, frames: int, count: int = 8
         np.save(folder / f"prompt_{i:02d}.npy", clip)
 
 
-def world_meta(config: Config, data: str | Path, out: Path, preset: str, seconds: float) -> dict:
-    """world.json: what a player, an evaluator and a reader of provenance need."""
+def world_meta(config: Config, data: str | Path, out: Path, preset: str) -> dict:
+    """world.json: what a player, an evaluator and a reader of provenance need.
+
+    Training time is what each part's training.json counts over all its resumed sessions, plus
+    coding the dataset for the dynamics: the wall time of this call would miss every session
+    before a --resume.
+    """
     from genie import world
 
     tok = _config_of(out / "tokenizer", "tokenizer")
     lam = _config_of(out / "lam", "lam")
     info = open_dataset(data)
+    parts = {p: json.loads((out / p / "training.json").read_text())
+             for p in PARTS if (out / p / "training.json").exists()}
+    coding = out / "runs" / "dynamics" / "run.json"
+    coding_seconds = json.loads(coding.read_text()).get("token_cache_seconds", 0.0) \
+        if coding.exists() else 0.0
     return {
         "schema": world.SCHEMA,
         "backend": config.dynamics.backend,
@@ -177,7 +186,10 @@ def world_meta(config: Config, data: str | Path, out: Path, preset: str, seconds
                         "episodes": info.meta["episodes"],
                         "hash": _dataset_hash(info.path)},
             "code_version": _code_version(),
-            "training_seconds": round(seconds, 1),
+            "parts": parts,
+            "token_coding_seconds": coding_seconds,
+            "training_seconds": round(sum(p["seconds"] for p in parts.values())
+                                      + coding_seconds, 1),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     }

@@ -22,10 +22,17 @@ def test_world_folder_holds_everything(tiny_world):
     meta = json.loads((tiny_world / "world.json").read_text())
     assert meta["schema"] == 1 and meta["backend"] == "maskgit"
     assert meta["resolution"] == [64, 64] and len(meta["action_names"]) == meta["num_actions"]
-    assert len(meta["provenance"]["dataset"]["hash"]) == 16
+    provenance = meta["provenance"]
+    assert len(provenance["dataset"]["hash"]) == 16
     for part in ("tokenizer", "lam", "dynamics"):
         assert (tiny_world / part / "config.json").exists()
         assert (tiny_world / "runs" / part / "run.json").exists()
+        trained = provenance["parts"][part]
+        assert trained["steps"] == provenance["config"][part]["train"]["steps"]
+        assert trained["seconds"] > 0 and trained["parameters"] > 0
+    assert provenance["training_seconds"] == pytest.approx(
+        sum(p["seconds"] for p in provenance["parts"].values())
+        + provenance["token_coding_seconds"], abs=0.1)
     prompts = sorted((tiny_world / "prompts").glob("*.npy"))
     assert prompts and np.load(prompts[0]).shape[1:] == (64, 64, 3)
 
