@@ -124,6 +124,20 @@ def test_train_world_init_from_starts_each_trained_stage_from_that_world(coinrun
     assert meta["provenance"]["init_from"] == str(tiny_world.resolve())
 
 
+def test_train_world_init_from_with_its_parts_reuses_its_token_cache(coinrun_dataset,
+                                                                      tiny_world, tmp_path):
+    out = tmp_path / "tuned"
+    assert main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+                 str(out), "--tokenizer", str(tiny_world), "--lam", str(tiny_world),
+                 "--init-from", str(tiny_world), "--device", "cpu",
+                 "dynamics.train.steps=2"]) == 0
+    source = tiny_world / "runs" / "dynamics" / "tokens" / "index.json"
+    copied = out / "runs" / "dynamics" / "tokens" / "index.json"
+    # Copied with its timestamps and not rewritten: coding again would have made a new index.
+    assert copied.read_bytes() == source.read_bytes()
+    assert copied.stat().st_mtime_ns == source.stat().st_mtime_ns
+
+
 def test_train_world_refuses_an_init_from_that_is_not_a_world(coinrun_dataset, tmp_path, capsys):
     out = tmp_path / "w"
     assert main(["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
