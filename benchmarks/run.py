@@ -93,11 +93,24 @@ def matmul_rate(dtype, shapes=((2048,) * 3, (4096,) * 3), budget_s: float = 20.0
     return best
 
 
-# Products of each tiny model's batch and width: (tokens in a batch, width) @ (width, 4 x width).
-# Near its MLP's (the SwiGLU up-projection is 5.5 x width), they show whether that width alone
-# keeps a step from the large-matrix rate.
-MODEL_MATMULS = {"tokenizer": (8 * 4 * 256, 64, 256), "lam": (8 * 8 * 64, 64, 256),
-                 "dynamics": (4 * 8 * 256, 128, 512)}
+def model_matmuls() -> dict[str, tuple[int, int, int]]:
+    """Products of each tiny model's batch and width, (tokens in a batch, width) @ (width,
+    4 x width), from the preset. Near its MLP's (the SwiGLU up-projection is 5.5 x width), they
+    show whether that width alone keeps a step from the large-matrix rate."""
+    from genie.config import load_config
+
+    config = load_config("tiny")
+    shapes = {}
+    for stage in ("tokenizer", "lam", "dynamics"):
+        cfg = getattr(config, stage)
+        frames = cfg.train.seq_len or config.data.seq_len
+        if stage == "dynamics":  # tokens of the tokenizer's grid, clips as long as the context
+            frames, patch = min(frames, cfg.context), config.tokenizer.patch
+        else:
+            patch = cfg.patch
+        tokens = cfg.train.batch_size * frames * (64 // patch) ** 2
+        shapes[stage] = (tokens, cfg.dim, 4 * cfg.dim)
+    return shapes
 
 
 def bench_train(args, work: Path) -> list[dict]:
@@ -108,7 +121,7 @@ def bench_train(args, work: Path) -> list[dict]:
 
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     rates = {f"matmul {p} (best of 2048^3, 4096^3)": rate for p, rate in peaks.items()}
-    for stage, (m, k, n) in MODEL_MATMULS.items():
+    for stage, (m, k, n) in model_matmuls().items():
         rates[f"matmul bf16 {m}x{k} @ {k}x{n} ({stage} MLP)"] = \
             matmul_rate(torch.bfloat16, [(m, k, n)], budget_s=4.0)
     rows = [{"what": what, "frames_per_s": 0.0, "gflop_per_s": rate / 1e9,

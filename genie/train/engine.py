@@ -115,7 +115,7 @@ class Trainer:
             [{"params": decay, "weight_decay": train.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
             # One fused kernel per parameter instead of a dozen small ops: on 2 CPU cores the
-            # step of the tiny LAM's 88 tensors took 1.0 ms fused, 5.3 ms looped (~4% of a step).
+            # optimizer step of the tiny LAM's 88 tensors took 1.0 ms fused, 5.3 ms looped.
             lr=train.lr, betas=train.betas, fused=dev.type in ("cuda", "cpu") or None,
         )
         loader = DataLoader(

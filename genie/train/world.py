@@ -117,7 +117,7 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
                 run = out / "runs" / part
                 source = trainers[part](config, data, run, resume=(run / "run.json").exists(),
                                         init=init and Path(init) / part, device=device)
-            _copy_model(source, out / part)
+            _copy_folder(source, out / part)
     if not (out / "dynamics" / "config.json").exists():
         run = out / "runs" / "dynamics"
         if init:
@@ -125,7 +125,7 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
         source = train_dynamics(config, data, run, tokenizer=out / "tokenizer", lam=out / "lam",
                                 resume=(run / "run.json").exists(), device=device,
                                 init=init and Path(init) / "dynamics")
-        _copy_model(source, out / "dynamics")
+        _copy_folder(source, out / "dynamics")
     write_prompts(data, out / "prompts", frames=min(4, config.dynamics.context))
     meta = world_meta(config, data, out, preset)
     if init:
@@ -146,13 +146,11 @@ def _reuse_token_cache(init: Path, data: str | Path, out: Path) -> None:
     made_from = fingerprint(Path(data), out / "tokenizer", out / "lam")
     if json.loads((source / "index.json").read_text()).get("made_from") != made_from:
         return
-    tmp = target.with_name("tokens.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    tmp.rename(target)
+    _copy_folder(source, target)
 
 
-def _copy_model(source: Path, target: Path) -> None:
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: an interrupted copy never looks finished."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
