@@ -339,6 +339,10 @@ def main() -> None:
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
+    # In-process suites (train, world) run with the allocator settings the genie command uses.
+    from genie.malloc import keep_freed_memory
+
+    keep_freed_memory()
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version()}, "suites": {}}
     for name in args.suites or SUITES:
@@ -350,8 +354,9 @@ def main() -> None:
         print("| " + " | ".join(keys) + " |")
         print("|" + "---|" * len(keys))
         for row in rows:
-            cells = [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int)
-                     else str(v) for v in row.values()]
+            cells = [f"{v:.1%}" if key.startswith("of_") else f"{v:,.1f}"
+                     if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+                     for key, v in row.items()]
             print("| " + " | ".join(cells) + " |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1, default=float))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from genie.errors import GenieError
+from genie.malloc import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -637,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     # Library banners (pygame's hello, TensorFlow-style logs) are noise on a command line.
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.func(args)
     except GenieError as e:
