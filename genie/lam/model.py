@@ -17,7 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from genie.nn import SpatialPosEmb, STTransformer, VectorQuantizer
-from genie.tokenizer.model import patchify, to_uint8, to_unit, unpatchify
+from genie.tokenizer.model import to_uint8, unit_patches, unpatchify
 
 # Softmax temperature of the soft code assignment that the entropy term spreads; cosine
 # similarities lie in [-1, 1], so 0.1 makes the assignment sharp but still differentiable.
@@ -119,7 +119,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
 
     def action_features(self, frames_u8: Tensor) -> Tensor:
         """Frames (B, T, H, W, 3) -> pre-quantization action features (B, T-1, D)."""
-        x = self.enc_in(patchify(to_unit(frames_u8), self.config.patch))  # (B, T, N, D)
+        return self._action_features(unit_patches(frames_u8, self.config.patch))
+
+    def _action_features(self, patches: Tensor) -> Tensor:
+        x = self.enc_in(patches)  # (B, T, N, D)
         x = self.encoder(self.enc_pos(x), window=self.config.window)
         # Transition t -> t+1 is read from how the features of frame t+1 (causal: they have seen
         # frames <= t+1) differ from those of frame t. What did not change cancels, so the
@@ -128,7 +131,10 @@ class LatentActionModel(ModelMixin, ConfigMixin):
 
     def quantize(self, frames_u8: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Frames -> (action embeddings (B, T-1, D), actions (B, T-1), quantizer stats)."""
-        features = self.dropout(self.action_features(frames_u8))
+        return self._quantize(unit_patches(frames_u8, self.config.patch))
+
+    def _quantize(self, patches: Tensor) -> tuple[Tensor, Tensor, dict]:
+        features = self.dropout(self._action_features(patches))
         emb, codes, stats = self.quantizer(features)
         if self.config.entropy_weight and self.training:
             stats["entropy_loss"] = self._entropy_loss(features)
@@ -152,11 +158,14 @@ class LatentActionModel(ModelMixin, ConfigMixin):
     def decode(self, frames_u8: Tensor, action_emb: Tensor) -> Tensor:
         """Frames 0..t-1 (B, t, H, W, 3) uint8 and action embeddings (B, t, D) -> predictions
         of frames 1..t in [-1, 1] (B, t, H, W, 3): position i is frame i+1 from frames <= i."""
-        p = self.config.patch
-        past = patchify(to_unit(frames_u8), p)  # (B, t, N, p*p*3)
+        next_patches = self._decode_patches(unit_patches(frames_u8, self.config.patch), action_emb)
+        return unpatchify(next_patches, self.config.patch, *self.grid)
+
+    def _decode_patches(self, past: Tensor, action_emb: Tensor) -> Tensor:
+        """Patches of frames 0..t-1 (B, t, N, p*p*3) -> those of frames 1..t predicted."""
         x = self.decoder(self.dec_pos(self.dec_in(past)), cond=action_emb,
                          window=self.config.window)  # (B, t, N, D)
-        return unpatchify(past + self.patch_out(x), p, *self.grid)
+        return past + self.patch_out(x)
 
     @torch.no_grad()
     def predict_next(self, frames_u8: Tensor, actions: Tensor) -> Tensor:
@@ -172,16 +181,18 @@ class LatentActionModel(ModelMixin, ConfigMixin):
 
     def forward(self, frames_u8: Tensor) -> tuple[Tensor, dict]:
         """One training step's loss on a batch of clips (B, T, H, W, 3) uint8, T >= 2."""
-        emb, codes, stats = self.quantize(frames_u8)
-        pred = self.decode(frames_u8[:, :-1], emb)  # (B, T-1, H, W, 3)
-        target = to_unit(frames_u8[:, 1:])
-        mse = F.mse_loss(pred.float(), target)
+        # Frames are converted once, and the losses taken between patches: the same squared
+        # errors as between frames, without reassembling the prediction.
+        patches = unit_patches(frames_u8, self.config.patch)  # (B, T, N, p*p*3)
+        emb, codes, stats = self._quantize(patches)
+        past, target = patches[:, :-1], patches[:, 1:]
+        mse = F.mse_loss(self._decode_patches(past, emb).float(), target)
         loss = mse + stats["loss"]
         logs = {}
         if "entropy_loss" in stats:
             loss = loss + self.config.entropy_weight * stats["entropy_loss"]
             logs["entropy_loss"] = stats["entropy_loss"].detach()
-        copy_mse = F.mse_loss(to_unit(frames_u8[:, :-1]), target)
+        copy_mse = F.mse_loss(past, target)
         shares = torch.bincount(codes.flatten(), minlength=self.config.num_actions).float()
         shares = shares / shares.sum()
         logs |= {"loss": loss.detach(), "mse": mse.detach(), "psnr": _psnr(mse.detach()),

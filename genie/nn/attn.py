@@ -278,12 +278,17 @@ class SelfAttention(nn.Module):
         # Queries and keys are normalised and rotated together, as one (2, B', H, L, Dh)
         # tensor: sampling a frame makes hundreds of these small calls, half as many this way.
         qk, v = qkv[:2], qkv[2]
-        if self.q_norm is not None:
-            qk = self._norm(qk)
         if self.rope is not None:
             if positions is None:
                 raise ValueError("rotary attention needs the positions of its tokens")
-            qk = self.rope(qk, positions)
+            # The rotation is done in fp32 (RotaryEmbedding), so under bf16 autocast the norm is
+            # too: one conversion each way instead of three (a LAM temporal layer's forward and
+            # backward, 8.3 -> 7.9 ms). In fp32 nothing changes.
+            qk = qk.float()
+        if self.q_norm is not None:
+            qk = self._norm(qk)
+        if self.rope is not None:
+            qk = self.rope(qk, positions).to(v.dtype)
         q, k = qk.unbind(0)
         return q, k, v
 

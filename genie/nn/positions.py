@@ -71,7 +71,8 @@ class RotaryEmbedding(nn.Module):
         angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, Dh/2)
         cos, sin = angles.cos(), angles.sin()
         # Pairs (x1[i], x2[i]), GPT-NeoX layout, rotate to (x1 cos - x2 sin, x2 cos + x1 sin).
-        x1, x2 = x.float().chunk(2, dim=-1)
+        xf = x.float()  # no copy when x is already fp32
+        x1, x2 = xf.chunk(2, dim=-1)
         swapped = torch.cat([x2, x1], dim=-1)
-        out = x.float() * torch.cat([cos, cos], -1) + swapped * torch.cat([-sin, sin], -1)
+        out = xf * torch.cat([cos, cos], -1) + swapped * torch.cat([-sin, sin], -1)
         return out.to(x.dtype)

@@ -25,6 +25,9 @@ def code_usage(codes: Tensor, codebook_size: int) -> dict[str, Tensor]:
     return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
 
 
+NEAREST_ROWS = 2048
+
+
 class VectorQuantizer(nn.Module):
     """VQ with low-dimensional, l2-normalized codes (ViT-VQGAN's factorized codes).
 
@@ -82,7 +85,13 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: Tensor) -> Tensor:
         """Unit vectors (..., C) -> the code (...) of highest cosine similarity to each."""
-        return (z.float() @ F.normalize(self.codebook.float(), dim=-1).t()).argmax(dim=-1)
+        codebook = F.normalize(self.codebook.float(), dim=-1).t()  # (C, K)
+        flat = z.float().reshape(-1, z.shape[-1])
+        # In blocks of rows: a tokenizer batch's whole (M, K) similarity matrix is 32 MiB, which
+        # is fresh memory every step (above what malloc keeps, genie/malloc.py); 2048 rows at a
+        # time took 8.5 ms against 20 ms for 8192 vectors and 1024 codes on 2 cores.
+        codes = [(rows @ codebook).argmax(dim=-1) for rows in flat.split(NEAREST_ROWS)]
+        return torch.cat(codes or [flat.new_empty(0, dtype=torch.long)]).view(z.shape[:-1])
 
     def lookup(self, codes: Tensor) -> Tensor:
         """Codes (...) -> the vectors (..., D) the forward pass would output for them."""

@@ -17,7 +17,8 @@ from genie.nn import KVCache, SpatialPosEmb, STTransformer, VectorQuantizer
 
 def to_unit(frames_u8: Tensor) -> Tensor:
     """uint8 frames (..., H, W, 3) -> float in [-1, 1]."""
-    return frames_u8.float().div(127.5).sub(1.0)
+    # Dividing the uint8 tensor makes the fp32 copy; the shift is then done in place.
+    return frames_u8.div(127.5).sub_(1.0)
 
 
 def to_uint8(frames: Tensor) -> Tensor:
@@ -30,6 +31,12 @@ def patchify(x: Tensor, p: int) -> Tensor:
     b, t, hh, ww, c = x.shape
     x = x.reshape(b, t, hh // p, p, ww // p, p, c).permute(0, 1, 2, 4, 3, 5, 6)
     return x.reshape(b, t, (hh // p) * (ww // p), p * p * c)  # (B, T, N, p*p*3)
+
+
+def unit_patches(frames_u8: Tensor, p: int) -> Tensor:
+    """uint8 frames (B, T, H, W, 3) -> patches in [-1, 1] (B, T, N, p*p*3)."""
+    # Cut into patches while still uint8: the reordering copy moves a quarter of the bytes.
+    return to_unit(patchify(frames_u8, p))
 
 
 def unpatchify(x: Tensor, p: int, h: int, w: int) -> Tensor:
@@ -86,14 +93,19 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
 
     def _encode(self, frames_u8: Tensor) -> Tensor:
         """Frames (B, T, H, W, 3) uint8 -> the encoder's output (B, T, N, D)."""
-        x = self.patch_in(patchify(to_unit(frames_u8), self.config.patch))  # (B, T, N, D)
+        return self._encode_patches(unit_patches(frames_u8, self.config.patch))
+
+    def _encode_patches(self, patches: Tensor) -> Tensor:
+        x = self.patch_in(patches)  # (B, T, N, D)
         return self.encoder(self.enc_pos(x), window=self.config.window)
 
     def decode_embeddings(self, z: Tensor) -> Tensor:
         """Quantized embeddings (B, T, N, D) -> frames in [-1, 1] (B, T, H, W, 3)."""
-        x = self.decoder(self.dec_pos(z), window=self.config.window)
-        x = self.patch_out(x)  # (B, T, N, p*p*3)
-        return unpatchify(x, self.config.patch, *self.grid)
+        return unpatchify(self._decode_patches(z), self.config.patch, *self.grid)
+
+    def _decode_patches(self, z: Tensor) -> Tensor:
+        """Quantized embeddings (B, T, N, D) -> patches in [-1, 1] (B, T, N, p*p*3)."""
+        return self.patch_out(self.decoder(self.dec_pos(z), window=self.config.window))
 
     @torch.no_grad()
     def encode(self, frames_u8: Tensor) -> Tensor:
@@ -132,9 +144,11 @@ class VideoTokenizer(ModelMixin, ConfigMixin):
 
     def forward(self, frames_u8: Tensor) -> tuple[Tensor, dict]:
         """One training step's loss on a batch of clips (B, T, H, W, 3) uint8."""
-        z, codes, stats = self.quantize(frames_u8)
-        recon = self.decode_embeddings(z)
-        mse = F.mse_loss(recon.float(), to_unit(frames_u8))
+        # The loss is taken between patches: the same squared errors as between frames,
+        # without reassembling the reconstruction or converting the frames a second time.
+        patches = unit_patches(frames_u8, self.config.patch)
+        z, codes, stats = self.quantizer(self._encode_patches(patches))
+        mse = F.mse_loss(self._decode_patches(z).float(), patches)
         loss = mse + stats["loss"]
         psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10))  # range 2 in [-1, 1]
         logs = {"loss": loss.detach(), "mse": mse.detach(), "psnr": psnr,
