@@ -5,7 +5,7 @@ glibc's malloc serves large blocks with mmap and returns them to the OS when fre
 the heap top past 128 KiB), so every step's activations, gradients and attention scores land
 on new pages that the kernel faults in and zeroes one 4 KiB page at a time. Measured on 2 cores
 (bf16, the tiny preset): 30,600 page faults in a tokenizer step and 7,700 in a LAM step; with
-the settings below, 230 and 160, and the steps 12-15% and about 8% faster. Peak memory is the
+the settings below, 230 and 160, and the steps 12-15% and 7-10% faster. Peak memory is the
 same; it is just not handed back between steps.
 """
 
