@@ -145,3 +145,17 @@ def test_window_bounds_what_an_action_depends_on():
         # Without the band the earliest frames still matter.
         unbanded = model().eval().action_features(frames)
         assert not torch.allclose(whole[:, -1], unbanded[:, -1], atol=1e-3)
+
+
+def test_training_losses_between_patches_are_the_losses_between_frames():
+    torch.manual_seed(0)
+    lam = model().eval()  # eval: no dropout or restarts between the passes
+    frames = clip()
+    _, logs = lam(frames)
+    unit = frames.float() / 127.5 - 1
+    with torch.no_grad():
+        pred = lam.decode(frames[:, :-1], lam.quantize(frames)[0])
+    mse = torch.nn.functional.mse_loss(pred, unit[:, 1:])
+    copy = torch.nn.functional.mse_loss(unit[:, :-1], unit[:, 1:])
+    torch.testing.assert_close(logs["mse"], mse, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(logs["copy_psnr"], 10 * torch.log10(4.0 / copy))

@@ -19,13 +19,13 @@ def test_usage_stats_for_uniform_and_single_code():
 def test_vq_codes_are_the_nearest_normalized_codebook_vectors():
     torch.manual_seed(0)
     vq = VectorQuantizer(dim=24, codebook_size=64, code_dim=8).eval()
-    x = torch.randn(3, 5, 24)
+    x = torch.randn(3, 1000, 24)  # 3,000 vectors: the search runs in more than one block
     quantized, codes, stats = vq(x)
-    assert quantized.shape == x.shape and codes.shape == (3, 5)
+    assert quantized.shape == x.shape and codes.shape == (3, 1000)
     z = F.normalize(vq.in_proj(x), dim=-1)
     e = F.normalize(vq.codebook, dim=-1)
     # Brute force: smallest Euclidean distance between unit vectors = largest cosine.
-    dists = (z[..., None, :] - e).pow(2).sum(-1)  # (3, 5, K)
+    dists = (z[..., None, :] - e).pow(2).sum(-1)  # (3, 1000, K)
     assert torch.equal(codes, dists.argmin(-1))
     torch.testing.assert_close(quantized, vq.lookup(codes), atol=1e-6, rtol=1e-6)
     expected = (1 + 0.25) * F.mse_loss(e[codes], z)

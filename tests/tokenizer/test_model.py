@@ -128,3 +128,14 @@ def test_overfits_one_clip(seed):
 def test_resolution_must_fit_patches():
     with pytest.raises(ValueError, match="do not split into 4px patches"):
         VideoTokenizer(**{**TINY, "height": 18})
+
+
+def test_training_loss_between_patches_is_the_loss_between_frames():
+    torch.manual_seed(0)
+    model = VideoTokenizer(**TINY).eval()  # eval: no dead-code restarts between the two passes
+    frames = clip()
+    _, logs = model(frames)
+    with torch.no_grad():
+        recon = model.decode_embeddings(model.quantize(frames)[0])
+    expected = torch.nn.functional.mse_loss(recon, frames.float() / 127.5 - 1)
+    torch.testing.assert_close(logs["mse"], expected, rtol=1e-5, atol=1e-7)
