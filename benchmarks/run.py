@@ -93,13 +93,13 @@ def matmul_rate(dtype, shapes=((2048,) * 3, (4096,) * 3), budget_s: float = 20.0
     return best
 
 
-def model_matmuls() -> dict[str, tuple[int, int, int]]:
+def model_matmuls(overrides: list[str] = ()) -> dict[str, tuple[int, int, int]]:
     """Products of each tiny model's batch and width, (tokens in a batch, width) @ (width,
     4 x width), from the preset. Near its MLP's (the SwiGLU up-projection is 5.5 x width), they
     show whether that width alone keeps a step from the large-matrix rate."""
     from genie.config import load_config
 
-    config = load_config("tiny")
+    config = load_config("tiny", list(overrides))
     shapes = {}
     for stage in ("tokenizer", "lam", "dynamics"):
         cfg = getattr(config, stage)
@@ -121,7 +121,7 @@ def bench_train(args, work: Path) -> list[dict]:
 
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     rates = {f"matmul {p} (best of 2048^3, 4096^3)": rate for p, rate in peaks.items()}
-    for stage, (m, k, n) in model_matmuls().items():
+    for stage, (m, k, n) in model_matmuls(args.set).items():
         rates[f"matmul bf16 {m}x{k} @ {k}x{n} ({stage} MLP)"] = \
             matmul_rate(torch.bfloat16, [(m, k, n)], budget_s=4.0)
     rows = [{"what": what, "frames_per_s": 0.0, "gflop_per_s": rate / 1e9,
@@ -130,7 +130,7 @@ def bench_train(args, work: Path) -> list[dict]:
     runs = [(stage, precision, False) for stage in ("tokenizer", "lam", "dynamics")
             for precision in ("fp32", "bf16")] + [("dynamics", "fp32", True)]
     for stage, precision, on_the_fly in runs:
-        r = step_rate(stage, precision, on_the_fly=on_the_fly)
+        r = step_rate(stage, precision, on_the_fly=on_the_fly, overrides=args.set)
         source = (", tokens on the fly" if on_the_fly else ", tokens cached") \
             if stage == "dynamics" else ""
         rows.append({"what": f"train {stage} tiny {precision}{source}",
@@ -334,22 +334,33 @@ def main() -> None:
                         "(default: the shipped world)")
     parser.add_argument("--dit-world", help="DiT world folder for the world suite, beside "
                         "--world (default: the tiny preset as a DiT, untrained)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the tiny preset in the train suite (repeatable), e.g. "
+                        "--set lam.dim=128 --set lam.heads=2")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite {', '.join(sorted(unknown))}: choose from {', '.join(SUITES)}")
+    from genie.config import load_config
+    from genie.errors import GenieError
+
+    try:
+        load_config("tiny", args.set)
+    except GenieError as e:
+        parser.error(str(e))
     # In-process suites (train, world) run with the allocator settings the genie command uses.
     from genie.malloc import keep_freed_memory
 
     keep_freed_memory()
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                           "python": platform.python_version()}, "suites": {}}
+                           "python": platform.python_version()},
+               "overrides": args.set, "suites": {}}
     for name in args.suites or SUITES:
         with tempfile.TemporaryDirectory() as tmp:
             results["suites"][name] = SUITES[name](args, Path(tmp))
     for name, rows in results["suites"].items():
-        print(f"\n## {name}\n")
+        print(f"\n## {name}" + (f" (tiny with {' '.join(args.set)})" if args.set else "") + "\n")
         keys = list(rows[0])
         print("| " + " | ".join(keys) + " |")
         print("|" + "---|" * len(keys))

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 
 
-def _models(stage: str):
-    """A `tiny` model of `stage`, a batch of its preset's shape, and the config."""
+def _models(stage: str, overrides: list[str] = ()):
+    """A `tiny` model of `stage` (with `key=value` overrides), a batch of its preset's shape,
+    and the config."""
     import torch
 
     from genie.config import load_config
@@ -21,7 +22,7 @@ def _models(stage: str):
     from genie.lam.model import LatentActionModel
     from genie.tokenizer.model import VideoTokenizer
 
-    config = load_config("tiny")
+    config = load_config("tiny", list(overrides))
     cfg = getattr(config, stage)
     b, t = cfg.train.batch_size, cfg.train.seq_len or config.data.seq_len
     if stage == "dynamics":
@@ -54,12 +55,13 @@ def on_the_fly_coder(config) -> Callable:
     return code
 
 
-def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: int = 5) -> dict:
+def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: int = 5,
+              overrides: list[str] = ()) -> dict:
     """Frames/s and achieved FLOP/s of one stage's optimizer step (forward, backward, AdamW)."""
     import torch
     from flops import flop_counter
 
-    model, batch, config = _models(stage)
+    model, batch, config = _models(stage, overrides)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the engine has it
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     frames, code = None, None
