@@ -17,3 +17,12 @@ def test_cpu_attention_kernel_counts_as_its_matmuls():
     with flop_counter() as written:
         ((q @ k.transpose(-1, -2)) / 8 ** 0.5).softmax(-1).matmul(v).sum().backward()
     assert fused.get_total_flops() == written.get_total_flops() > 0
+
+
+def test_training_benchmark_times_the_preset_with_overrides():
+    from training import _models
+
+    model, batch, _ = _models("lam", ["lam.dim=96", "lam.train.batch_size=3"])
+    assert model.config.dim == 96 and batch.shape[0] == 3
+    model, _, _ = _models("lam")
+    assert model.config.dim == 64  # the preset itself, untouched by the call before
