@@ -152,3 +152,39 @@ def test_self_attention_rejects_a_mismatched_cache():
     past = (torch.zeros(4, 2, 2, 8), torch.zeros(4, 2, 2, 8))
     with pytest.raises(ValueError, match="folded batch"):
         layer(x, causal=True, positions=torch.tensor([2]), past=past)
+
+
+def reference_projection(layer, x, positions):
+    """q, k, v as the layer should make them, in plain ops: split heads, RMS-norm, rotate."""
+    b, length, dim = x.shape
+    q, k, v = layer.qkv(x).view(b, length, 3, layer.heads, layer.head_dim).permute(2, 0, 3, 1, 4)
+    q = torch.nn.functional.rms_norm(q, (layer.head_dim,), eps=1e-6) * layer.q_norm.weight
+    k = torch.nn.functional.rms_norm(k, (layer.head_dim,), eps=1e-6) * layer.k_norm.weight
+    if layer.rope is not None:
+        q, k = layer.rope(q, positions), layer.rope(k, positions)
+    return q, k, v
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_projection_and_its_gradients_match_plain_ops(rope):
+    torch.manual_seed(0)
+    layer = SelfAttention(24, 3, rope=RotaryEmbedding(8) if rope else None).double()
+    with torch.no_grad():  # scales other than 1, so that a gradient routed wrong shows
+        layer.q_norm.weight.uniform_(0.5, 1.5)
+        layer.k_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 5, 24, dtype=torch.float64, requires_grad=True)
+    positions = torch.arange(3, 8)
+    weights = [torch.randn(4, 3, 5, 8, dtype=torch.float64) for _ in range(3)]
+
+    def outputs_and_grads(project):
+        x.grad = None
+        layer.zero_grad()
+        q, k, v = project(x, positions)
+        sum((t * w).sum() for t, w in zip((q, k, v), weights, strict=True)).backward()
+        return (q, k, v, x.grad, layer.qkv.weight.grad, layer.q_norm.weight.grad,
+                layer.k_norm.weight.grad)
+
+    got = outputs_and_grads(layer._project)
+    want = outputs_and_grads(lambda x, p: reference_projection(layer, x, p))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
