@@ -29,11 +29,17 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, ratio: float = 4.0):
         super().__init__()
         hidden = math.ceil(2 * ratio * dim / 3 / 8) * 8
-        self.up = nn.Linear(dim, 2 * hidden)  # value and gate in one matmul
+        self.hidden = hidden
+        self.up = nn.Linear(dim, 2 * hidden)  # value rows, then gate rows
         self.down = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        value, gate = self.up(x).chunk(2, dim=-1)
+        # Value and gate come from two products, not one split in two: on a CPU, bf16 SiLU and
+        # its backward on a half-width strided view run 3x slower than on a contiguous tensor,
+        # and the split's backward copies both halves again. Forward and backward of the
+        # tokenizer's MLP took 9.0 instead of 10.7 ms on 2 cores (medians, alternating).
+        w, b, h = self.up.weight, self.up.bias, self.hidden
+        value, gate = F.linear(x, w[:h], b[:h]), F.linear(x, w[h:], b[h:])
         return self.down(value * F.silu(gate))
 
 

@@ -278,3 +278,19 @@ def test_a_few_steps_fit_a_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_swiglu_reads_value_then_gate_from_one_weight():
+    # Saved worlds hold `up` as one (2*hidden, D) weight, value rows first: the MLP must
+    # compute what it computed when it split one product in two.
+    from genie.nn.st_block import SwiGLU
+
+    torch.manual_seed(0)
+    mlp = SwiGLU(D).double()
+    x = torch.randn(3, 5, D, dtype=torch.float64, requires_grad=True)
+    value, gate = mlp.up(x).chunk(2, dim=-1)
+    want = mlp.down(value * torch.nn.functional.silu(gate))
+    torch.testing.assert_close(mlp(x), want)
+    got_grad, = torch.autograd.grad(mlp(x).square().sum(), x)
+    want_grad, = torch.autograd.grad(want.square().sum(), x)
+    torch.testing.assert_close(got_grad, want_grad)
