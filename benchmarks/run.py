@@ -115,7 +115,11 @@ def model_matmuls(overrides: list[str] = ()) -> dict[str, tuple[int, int, int]]:
 
 def bench_train(args, work: Path) -> list[dict]:
     """Each stage's real training step (benchmarks/training.py) in fp32 and bf16 autocast, and
-    the dynamics step with tokens from the cache against tokens coded on the fly."""
+    the dynamics step with tokens from the cache against tokens coded on the fly.
+
+    The fractions of the peak pair each round of steps with products of 2048^3 timed just
+    before it (training.step_rate); the peak rows above them are this run's best, for scale.
+    """
     import torch
     from training import step_rate
 
@@ -127,16 +131,22 @@ def bench_train(args, work: Path) -> list[dict]:
     rows = [{"what": what, "frames_per_s": 0.0, "gflop_per_s": rate / 1e9,
              "of_fp32_peak": rate / peaks["fp32"], "of_bf16_peak": rate / peaks["bf16"]}
             for what, rate in rates.items()]
+
+    def reference() -> dict[str, float]:
+        return {p: matmul_rate(dtype, [(2048,) * 3], budget_s=1.6)
+                for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+
     runs = [(stage, precision, False) for stage in ("tokenizer", "lam", "dynamics")
             for precision in ("fp32", "bf16")] + [("dynamics", "fp32", True)]
     for stage, precision, on_the_fly in runs:
-        r = step_rate(stage, precision, on_the_fly=on_the_fly, overrides=args.set)
+        r = step_rate(stage, precision, on_the_fly=on_the_fly, overrides=args.set,
+                      reference=reference)
         source = (", tokens on the fly" if on_the_fly else ", tokens cached") \
             if stage == "dynamics" else ""
         rows.append({"what": f"train {stage} tiny {precision}{source}",
                      "frames_per_s": r["frames_per_s"], "gflop_per_s": r["flop_rate"] / 1e9,
-                     "of_fp32_peak": r["flop_rate"] / peaks["fp32"],
-                     "of_bf16_peak": r["flop_rate"] / peaks["bf16"]})
+                     "of_fp32_peak": r["of_peak"]["fp32"],
+                     "of_bf16_peak": r["of_peak"]["bf16"]})
     return rows
 
 

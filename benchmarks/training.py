@@ -8,6 +8,7 @@ computed on the fly by the frozen tokenizer and LAM for every batch.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -55,9 +56,17 @@ def on_the_fly_coder(config) -> Callable:
     return code
 
 
-def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: int = 5,
-              overrides: list[str] = ()) -> dict:
-    """Frames/s and achieved FLOP/s of one stage's optimizer step (forward, backward, AdamW)."""
+def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, rounds: int = 5,
+              steps: int = 2, overrides: list[str] = (),
+              reference: Callable[[], dict[str, float]] | None = None) -> dict:
+    """Frames/s and achieved FLOP/s of one stage's optimizer step (forward, backward, AdamW):
+    medians over `rounds` rounds of `steps` steps.
+
+    `reference()` measures the machine's matrix-product rates ({"bf16": FLOP/s, ...}) just
+    before each round, and "of_peak" holds the median over rounds of the step's FLOP rate as
+    a fraction of each: this machine's speed drifts by up to 30% within minutes, and a rate
+    paired with one measured seconds apart keeps that drift out of the fraction.
+    """
     import torch
     from flops import flop_counter
 
@@ -81,10 +90,17 @@ def step_rate(stage: str, precision: str, *, on_the_fly: bool = False, steps: in
         step()
     flops = counter.get_total_flops()
     step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
+    times, fractions = [], []
+    for _ in range(rounds):
+        peaks = reference() if reference else {}
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - start) / steps)
+        fractions.append({name: flops / times[-1] / rate for name, rate in peaks.items()})
+    seconds = statistics.median(times)
     shape = batch[0].shape if stage == "dynamics" else batch.shape
     return {"frames_per_s": shape[0] * shape[1] / seconds, "flops_per_step": flops,
-            "flop_rate": flops / seconds, "seconds_per_step": seconds}
+            "flop_rate": flops / seconds, "seconds_per_step": seconds,
+            "of_peak": {name: statistics.median(f[name] for f in fractions)
+                        for name in fractions[0]}}

@@ -26,3 +26,24 @@ def test_training_benchmark_times_the_preset_with_overrides():
     assert model.config.dim == 96 and batch.shape[0] == 3
     model, _, _ = _models("lam")
     assert model.config.dim == 64  # the preset itself, untouched by the call before
+
+
+def test_peak_fractions_pair_each_round_with_its_own_reference():
+    # The machine's rate is measured before every round, and each round's step is set against
+    # the rate measured just before it: here the "machine" doubles its speed every round.
+    from training import step_rate
+
+    calls = []
+
+    def reference():
+        calls.append(1)
+        return {"bf16": 2.0 ** len(calls)}
+
+    r = step_rate("lam", "fp32", rounds=3, steps=1, reference=reference,
+                  overrides=["lam.dim=32", "lam.heads=2", "lam.train.batch_size=1"])
+    assert len(calls) == 3
+    # Rounds against 2, 4 and 8 make a median near the step rate over 4: not over 8, the best
+    # of the run, nor over 2 (the margins leave room for steps of unequal length).
+    rate = r["flops_per_step"] / r["seconds_per_step"]
+    assert r["of_peak"].keys() == {"bf16"}
+    assert rate / 8 * 1.4 < r["of_peak"]["bf16"] < rate / 2 / 1.4
