@@ -146,6 +146,22 @@ def test_rope_depends_only_on_offsets():
     torch.testing.assert_close(far.norm(), q.norm())
 
 
+
+def test_rope_gradient_is_the_inverse_rotation_of_the_output_gradient():
+    rope = RotaryEmbedding(8)
+    positions = torch.tensor([0, 3, 7])
+    x = torch.randn(2, 3, 3, 8, requires_grad=True)
+    grad_out = torch.randn(2, 3, 3, 8)
+    (grad,) = torch.autograd.grad(rope(x, positions), x, grad_out)
+    # A rotation's transpose is the rotation by minus the angle: positions negated.
+    torch.testing.assert_close(grad, rope(grad_out, -positions))
+    # And the plain expression's autograd agrees.
+    angles = positions[:, None].float() * 10000.0 ** (-torch.arange(0, 8, 2) / 8)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([-angles.sin(), angles.sin()], -1)
+    plain = x * cos + torch.cat([x[..., 4:], x[..., :4]], -1) * sin
+    torch.testing.assert_close(rope(x, positions), plain)
+    torch.testing.assert_close(grad, torch.autograd.grad(plain, x, grad_out)[0])
+
 def test_self_attention_rejects_a_mismatched_cache():
     layer = SelfAttention(16, 2, rope=RotaryEmbedding(8))
     x = torch.randn(3, 1, 16)
