@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -8,9 +9,11 @@ def _reference(x, w, eps=1e-6):
     return F.rms_norm(x, (x.shape[-1],), eps=eps) * w
 
 
-def test_gradients_match_finite_differences_with_a_broadcast_weight():
+@pytest.mark.parametrize("weight_shape", [(2, 1, 1, 8), (2, 3, 4, 8)])
+def test_gradients_match_finite_differences(weight_shape):
+    # A weight per q/k, broadcast as attention has it, and one as large as x (nothing summed).
     x = torch.randn(2, 3, 4, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, 1, 1, 8, dtype=torch.float64, requires_grad=True)  # per q/k, as attention
+    w = torch.randn(weight_shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(rms_norm, (x, w, 1e-6))
 
 
