@@ -30,20 +30,21 @@ def test_training_benchmark_times_the_preset_with_overrides():
 
 def test_peak_fractions_pair_each_round_with_its_own_reference():
     # The machine's rate is measured before every round, and each round's step is set against
-    # the rate measured just before it: here the "machine" doubles its speed every round.
+    # the rate measured just before it: here the "machine" gets 10x faster every round.
     from training import step_rate
 
     calls = []
 
     def reference():
         calls.append(1)
-        return {"bf16": 2.0 ** len(calls)}
+        return {"bf16": 10.0 ** len(calls)}
 
     r = step_rate("lam", "fp32", rounds=3, steps=1, reference=reference,
                   overrides=["lam.dim=32", "lam.heads=2", "lam.train.batch_size=1"])
     assert len(calls) == 3
-    # Rounds against 2, 4 and 8 make a median near the step rate over 4: not over 8, the best
-    # of the run, nor over 2 (the margins leave room for steps of unequal length).
+    # Rounds against 10, 100 and 1000 make a median near the step rate over 100: not over
+    # 1000, the best of the run, nor over 10. The 3x margins leave room for steps of unequal
+    # length on a busy machine.
     rate = r["flops_per_step"] / r["seconds_per_step"]
     assert r["of_peak"].keys() == {"bf16"}
-    assert rate / 8 * 1.4 < r["of_peak"]["bf16"] < rate / 2 / 1.4
+    assert rate / 300 < r["of_peak"]["bf16"] < rate / 30

@@ -15,10 +15,11 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
     the forward is one reduction and two products, the backward six passes. In fp32, as
     SelfAttention runs it, bf16 training steps took (medians, alternating in one process)
     465.6 against 511.7 ms (dynamics), 211.8 against 222.5 (tokenizer), 91.6 against 93.5
-    (LAM). Give it fp32 inputs: in bf16 its broadcast products over 16 channels are slower
-    than torch's kernel. Its passes write in place where they can: a pass into a buffer just
-    read is faster than one into fresh memory, and that made bf16 training steps 176.6 against
-    183.4 ms (tokenizer), 93.5 against 94.9 (LAM) and 438.6 against 451.2 (dynamics).
+    (LAM). Give it fp32 inputs (in bf16 its broadcast products over 16 channels are slower
+    than torch's kernel) and the weight in x's dtype: the output keeps x's dtype, as its
+    passes write in place where they can. A pass into a buffer just read is faster than one
+    into fresh memory, and that made bf16 training steps 176.6 against 183.4 ms (tokenizer),
+    93.5 against 94.9 (LAM) and 438.6 against 451.2 (dynamics).
     """
     return _RMSNorm.apply(x, weight, eps)
 
