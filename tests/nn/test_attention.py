@@ -93,6 +93,27 @@ def test_bf16_on_cpu_takes_the_matmul_path_and_matches_the_reference(monkeypatch
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("lq,lk,causal,window", [(6, 6, False, None), (3, 7, True, 2)])
+def test_matmul_attention_and_its_gradients_match_the_reference(lq, lk, causal, window):
+    # The softmax and its backward are written over the score buffer; in fp64 the outputs and
+    # the gradients of q, k and v must be those of autograd through the plain expression.
+    q, k, v = (t.double().requires_grad_() for t in qkv(lq=lq, lk=lk, dh=16))
+    weight = torch.randn(q.shape, dtype=torch.float64)
+
+    def outputs_and_grads(fn):
+        for t in (q, k, v):
+            t.grad = None
+        out = fn()
+        (out * weight).sum().backward()
+        return out, q.grad, k.grad, v.grad
+
+    mask = attention_mask(lq, lk, causal=causal, window=window)
+    got = outputs_and_grads(lambda: attn_mod._matmul_attention(q, k, v, mask, 16 ** -0.5))
+    want = outputs_and_grads(lambda: reference(q, k, v, causal, window))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
 def test_mask_is_skipped_only_when_nothing_is_hidden():
     assert attention_mask(1, 4, causal=True) is None
     assert attention_mask(1, 4, causal=True, window=4) is None
