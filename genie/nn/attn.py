@@ -136,8 +136,9 @@ class _MatmulAttention(torch.autograd.Function):
 
     Autograd's softmax and its backward each fill a fresh (B, H, Lq, Lk) buffer, the largest
     tensor of the step; written in place, the pass lands in memory it has just read. bf16 steps
-    alternating in one process on 2 cores: tokenizer 181.0 against 183.8 ms (faster in 10 of 12
-    rounds), LAM 129.4 against 130.9 (9 of 12), dynamics 408.2 against 416.2 (7 of 12).
+    alternating in one process on 2 cores, plain expression against this: tokenizer 154.5 and
+    150.9 ms (faster in 9 of 12 rounds), dynamics 389.8 and 385.5 (11 of 12); the LAM (width
+    96), 101.9 and 101.6 (6 of 12), unchanged.
     """
 
     @staticmethod

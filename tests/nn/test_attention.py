@@ -167,7 +167,6 @@ def test_rope_depends_only_on_offsets():
     torch.testing.assert_close(far.norm(), q.norm())
 
 
-
 def test_rope_gradient_is_the_inverse_rotation_of_the_output_gradient():
     rope = RotaryEmbedding(8)
     positions = torch.tensor([0, 3, 7])
@@ -182,6 +181,7 @@ def test_rope_gradient_is_the_inverse_rotation_of_the_output_gradient():
     plain = x * cos + torch.cat([x[..., 4:], x[..., :4]], -1) * sin
     torch.testing.assert_close(rope(x, positions), plain)
     torch.testing.assert_close(grad, torch.autograd.grad(plain, x, grad_out)[0])
+
 
 def test_self_attention_rejects_a_mismatched_cache():
     layer = SelfAttention(16, 2, rope=RotaryEmbedding(8))
