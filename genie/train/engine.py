@@ -43,6 +43,9 @@ class _Progress:
     def __init__(self) -> None:
         self.step = self.epoch = self.batch = 0
         self.seconds = 0.0
+        # Of `seconds`, the time spent waiting for the loader's next batch: a loader that
+        # keeps up costs a millisecond a step; more says the data pipeline is the bottleneck.
+        self.data_seconds = 0.0
 
     def state_dict(self) -> dict:
         return dict(vars(self))
@@ -214,8 +217,9 @@ class Trainer:
 
     def export(self) -> Path:
         """save_pretrained into RUN/model (EMA weights when EMA is on), with training.json: the
-        steps, training time over every resumed session, precision and processes that made it,
-        which travel with the model into a world folder."""
+        steps, training time over every resumed session (and the part of it spent waiting for
+        data), precision and processes that made it, which travel with the model into a world
+        folder."""
         model = self.accelerator.unwrap_model(self.model)
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
         target = self.out / "model"
@@ -228,6 +232,7 @@ class Trainer:
             model.save_pretrained(str(tmp))
             write_json_atomic(tmp / "training.json", {
                 "steps": self.progress.step, "seconds": round(self.progress.seconds, 1),
+                "data_seconds": round(self.progress.data_seconds, 1),
                 "precision": self.precision, "processes": self.accelerator.num_processes,
                 "device": self.accelerator.device.type,
                 "parameters": sum(p.numel() for p in model.parameters()),
@@ -283,12 +288,16 @@ class Trainer:
                    disable=not acc.is_main_process, desc=self.out.name)
         started = window_start = time.perf_counter()
         seconds_before = self.progress.seconds
-        frames = 0
+        frames, waited = 0, 0.0
         batches = self._batches()
         try:
             while self.progress.step < cfg.steps:
                 for _ in range(cfg.grad_accum):
+                    asked = time.perf_counter()
                     batch = next(batches)
+                    wait = time.perf_counter() - asked
+                    waited += wait
+                    self.progress.data_seconds += wait
                     frames += _frames_in(batch) * acc.num_processes
                     with acc.accumulate(self.model):
                         loss, logs = self.model(batch)
@@ -315,11 +324,13 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     scalars = {k: float(v) for k, v in logs.items()}
                     scalars |= {"lr": self.scheduler.get_last_lr()[0],
-                                "grad_norm": float(grad_norm), "frames_per_s": frames / elapsed}
+                                "grad_norm": float(grad_norm), "frames_per_s": frames / elapsed,
+                                "data_wait": waited / elapsed}
                     acc.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}",
-                                    fps=f"{scalars['frames_per_s']:.0f}", refresh=False)
-                    frames, window_start = 0, time.perf_counter()
+                                    fps=f"{scalars['frames_per_s']:.0f}",
+                                    data=f"{scalars['data_wait']:.0%}", refresh=False)
+                    frames, waited, window_start = 0, 0.0, time.perf_counter()
                 bar.update(1)
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     self._write_sample(batch, step)

@@ -58,6 +58,7 @@ def test_loss_falls_in_the_logs(finished_run):
     assert len(losses) == 4 and losses[-1] < losses[0]
     lrs = [e.value for e in logs.Scalars("train/lr")]
     assert lrs[-1] < max(lrs)  # cosine decay
+    assert all(0 <= e.value < 1 for e in logs.Scalars("train/data_wait"))
 
 
 def test_resume_continues_exactly(coinrun_dataset, tmp_path):
@@ -175,6 +176,38 @@ def test_time_budget_counts_every_session_once(coinrun_dataset, tmp_path, monkey
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000006")
     shutil.rmtree(tmp_path / "run" / "model")
     assert session(True).progress.step == 6  # resumed at step 4 with 40 s spent: 2 more
+
+
+class _OneSecondItems(torch.utils.data.Dataset):
+    """Each item takes a second to load on _TenSecondSteps' fake clock."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        _TenSecondSteps.clock += 1.0
+        return self.inner[index]
+
+
+def test_time_waiting_for_data_is_counted_apart(coinrun_dataset, tmp_path, monkeypatch):
+    from genie.data.dataset import VideoDataset
+
+    monkeypatch.setattr("genie.train.engine.time.perf_counter", lambda: _TenSecondSteps.clock)
+    config = load_config("test", ["tokenizer.train.steps=5", "tokenizer.train.checkpoint_every=0",
+                                  "tokenizer.train.sample_every=0"])
+    trainer = Trainer(_TenSecondSteps(), _OneSecondItems(VideoDataset(coinrun_dataset, 2)),
+                      train=config.tokenizer.train, run=config.run, data=config.data,
+                      out=tmp_path / "run", device="cpu")
+    trainer.fit()
+    trained = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
+    # Batches of 4 items loaded in the main process: 4 s of data a step, 10 s of step, and
+    # accelerate's loader may read one batch ahead.
+    assert trained["steps"] == 5
+    assert 20.0 <= trained["data_seconds"] <= 24.0
+    assert trained["seconds"] == 50.0 + trained["data_seconds"]
 
 
 def test_decay_follows_steps_or_time_whichever_ends_first():
