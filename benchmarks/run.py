@@ -10,7 +10,8 @@ with torch's FlopCounterMode, attention included (flops.py), as a fraction of th
 measured matrix-product rates; the dynamics with cached and on-the-fly tokens); world (ms per
 generated frame at a full context with the KV caches on and off, FLOPs per frame, batched
 action previews, for a MaskGIT and a DiT world); play (the play loop headless, previews on and
-off: frame rate and key-to-frame latency).
+off: frame rate and key-to-frame latency); eval (`genie eval world` at its defaults); loop
+(`genie train` of each stage against its bare step: the loop's cost and its wait for data).
 """
 
 from __future__ import annotations
@@ -335,6 +336,45 @@ def bench_eval(args, work: Path) -> list[dict]:
 SUITES["eval"] = bench_eval
 
 
+def bench_loop(args, work: Path) -> list[dict]:
+    """`genie train` itself for each stage, the loop around the step included (loader, clipping,
+    optimizer, schedule, logging), against the bare step of the train suite timed in this
+    process right after it: what the loop costs, and the share of its time spent waiting for
+    data (training.json's data_seconds). Checkpoints and samples, every 500 steps in the
+    preset, do not fall in these few steps."""
+    from training import step_rate
+
+    from genie.worlds import DEFAULT_WORLD
+
+    raw, data = work / "raw", work / "ds"
+    genie("data", "record", "coinrun", "--out", str(raw), "--episodes", "40", "--seed", "0",
+          "--workers", str(args.workers))
+    genie("data", "prepare", str(raw), "--out", str(data), "--workers", str(args.workers))
+    world = Path(args.world or DEFAULT_WORLD)
+    rows = []
+    for stage in ("tokenizer", "lam", "dynamics"):
+        out = work / f"run_{stage}"
+        extra = ["--tokenizer", str(world / "tokenizer"), "--lam", str(world / "lam")] \
+            if stage == "dynamics" else []
+        subprocess.run([sys.executable, "-m", "genie", "train", stage, "--data", str(data),
+                        "--out", str(out), *extra, f"{stage}.train.steps={args.loop_steps}",
+                        *args.set], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        trained = json.loads((out / "model" / "training.json").read_text())
+        bare = step_rate(stage, trained["precision"], rounds=3, overrides=args.set)
+        frames_per_step = bare["frames_per_s"] * bare["seconds_per_step"]
+        loop = trained["steps"] * frames_per_step / trained["seconds"]
+        rows.append({"what": f"genie train {stage} ({trained['steps']} steps, "
+                             f"{trained['precision']})",
+                     "loop_frames_per_s": loop, "bare_step_frames_per_s": bare["frames_per_s"],
+                     "of_bare_step": loop / bare["frames_per_s"],
+                     "of_data_wait": trained["data_seconds"] / trained["seconds"]})
+    return rows
+
+
+SUITES["loop"] = bench_loop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
@@ -347,6 +387,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the tiny preset in the train suite (repeatable), e.g. "
                         "--set lam.dim=128 --set lam.heads=2")
+    parser.add_argument("--loop-steps", type=int, default=100,
+                        help="steps of each `genie train` in the loop suite")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
