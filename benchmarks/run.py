@@ -300,9 +300,15 @@ def play_rows(world_path: str | None, work: Path) -> list[dict]:
 SUITES = {"data": bench_data, "train": bench_train, "world": bench_world, "play": bench_play}
 
 def bench_eval(args, work: Path) -> list[dict]:
-    """`genie eval world` at its defaults on the tiny preset (untrained weights: a step costs
-    the same): 64 clips x 16 horizons rolled out with inferred and random actions, then 4 drift
-    rollouts of 256 frames. Clips/s of the prediction part, and each part's seconds."""
+    """`genie eval world` at its defaults on the shipped world: 64 clips x 16 horizons rolled
+    out with inferred and random actions, then 4 drift rollouts of 256 frames. Clips/s of the
+    prediction part, each part's seconds, and their FLOP rates against the machine's product
+    rates (evaluation runs in fp32, as play does)."""
+    import dataclasses
+
+    import torch
+    from flops import flop_counter
+
     from genie.eval.clips import real_stretches, select_clips
     from genie.eval.drift import measure_drift
     from genie.eval.world import TokenizedWorld, score_horizons
@@ -312,24 +318,46 @@ def bench_eval(args, work: Path) -> list[dict]:
           "300", "--seed", "0", "--workers", str(args.workers))
     genie("data", "prepare", str(raw), "--out", str(data), "--val-fraction", "0.25",
           "--workers", str(args.workers))
+    peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     world = TokenizedWorld(tiny_world(args.world), batch=32)
     context, horizon = min(4, world.context), 16
     clips = select_clips(data, "val", context + horizon, 64, seed=0)
-    start = time.perf_counter()
-    score_horizons(world, clips, context, horizon, seed=0, batch=32, progress=False)
-    predict = time.perf_counter() - start
-    rows = [{"what": f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
-             "seconds": predict, "clips_per_s": len(clips) / predict,
-             "ms_per_generated_frame": predict / (2 * len(clips) * horizon) * 1e3}]
-    start = time.perf_counter()
     stretches = real_stretches(data, "val", context + 256, max_frames=2048)
-    measure_drift(world, clips.frames[:4, :context], stretches, context, 256, seed=0, batch=32,
-                  progress=False)
-    drift = time.perf_counter() - start
-    rows.append({"what": "drift: 4 rollouts x 256 frames, real range", "seconds": drift,
-                 "clips_per_s": 4 / drift, "ms_per_generated_frame": drift / (4 * 256) * 1e3})
-    rows.append({"what": "both", "seconds": predict + drift, "clips_per_s": len(clips) /
-                 (predict + drift), "ms_per_generated_frame": 0.0})
+
+    def predict(some):
+        score_horizons(world, some, context, horizon, seed=0, batch=32, progress=False)
+
+    def drift():
+        measure_drift(world, clips.frames[:4, :context], stretches, context, 256, seed=0,
+                      batch=32, progress=False)
+
+    # Every clip costs the same FLOPs, so 4 counted clips give the 64; drift is counted whole.
+    few = dataclasses.replace(clips, frames=clips.frames[:4], actions=clips.actions[:4])
+    with flop_counter() as counter:
+        predict(few)
+    predict_flops = counter.get_total_flops() * len(clips) / len(few)
+    with flop_counter() as counter:
+        drift()
+    drift_flops = counter.get_total_flops()
+    rows = []
+    for what, run, flops, frames, n in (
+            (f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
+             lambda: predict(clips), predict_flops, 2 * len(clips) * horizon, len(clips)),
+            ("drift: 4 rollouts x 256 frames, real range", drift, drift_flops, 4 * 256, 4)):
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        rows.append({"what": what, "seconds": seconds, "clips_per_s": n / seconds,
+                     "ms_per_generated_frame": seconds / frames * 1e3,
+                     "gflop_per_s": flops / seconds / 1e9,
+                     "of_fp32_peak": flops / seconds / peaks["fp32"],
+                     "of_bf16_peak": flops / seconds / peaks["bf16"]})
+    seconds, flops = rows[0]["seconds"] + rows[1]["seconds"], predict_flops + drift_flops
+    rows.append({"what": "both", "seconds": seconds, "clips_per_s": len(clips) / seconds,
+                 "ms_per_generated_frame": seconds / (2 * len(clips) * horizon + 4 * 256) * 1e3,
+                 "gflop_per_s": flops / seconds / 1e9,
+                 "of_fp32_peak": flops / seconds / peaks["fp32"],
+                 "of_bf16_peak": flops / seconds / peaks["bf16"]})
     return rows
 
 
