@@ -193,7 +193,17 @@ def _train_part(args: argparse.Namespace) -> None:
     train = {"tokenizer": stages.train_tokenizer, "lam": stages.train_lam}[args.part]
     model_dir = train(config, args.data, args.out, resume=args.resume, init=args.init_from,
                       device=args.device)
-    _say_once(f"{args.part} trained: {model_dir}")
+    _say_once(f"{args.part} trained: {model_dir}{_training_summary(model_dir)}")
+
+
+def _training_summary(model_dir) -> str:
+    """' (N steps in M min, P% of it waiting for data)' from the export's training.json."""
+    import json
+
+    trained = json.loads((Path(model_dir) / "training.json").read_text())
+    waited = trained.get("data_seconds", 0.0) / max(trained["seconds"], 1e-9)
+    return (f" ({trained['steps']:,} steps in {trained['seconds'] / 60:.1f} min, "
+            f"{waited:.1%} of it waiting for data)")
 
 
 def _say_once(message: str) -> None:
@@ -298,7 +308,7 @@ def _train_dynamics(args: argparse.Namespace) -> None:
     config = load_config(args.config, _with_backend(args))
     model_dir = train_dynamics(config, args.data, args.out, tokenizer=args.tokenizer, lam=args.lam,
                                resume=args.resume, init=args.init_from, device=args.device)
-    _say_once(f"dynamics trained: {model_dir}")
+    _say_once(f"dynamics trained: {model_dir}{_training_summary(model_dir)}")
 
 
 def _train_world(args: argparse.Namespace) -> None:

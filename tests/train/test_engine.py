@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,14 @@ def test_loss_falls_in_the_logs(finished_run):
     lrs = [e.value for e in logs.Scalars("train/lr")]
     assert lrs[-1] < max(lrs)  # cosine decay
     assert all(0 <= e.value < 1 for e in logs.Scalars("train/data_wait"))
+
+
+def test_the_command_says_what_the_run_took(coinrun_dataset, tmp_path, capsys):
+    train(coinrun_dataset, tmp_path / "run", "tokenizer.train.steps=2",
+          "tokenizer.train.checkpoint_every=0", "tokenizer.train.sample_every=0")
+    said = capsys.readouterr().out
+    assert re.search(r"tokenizer trained: \S+model \(2 steps in \d+\.\d min, "
+                     r"\d+\.\d% of it waiting for data\)", said), said
 
 
 def test_resume_continues_exactly(coinrun_dataset, tmp_path):
