@@ -396,8 +396,7 @@ def bench_loop(args, work: Path) -> list[dict]:
         after = step_rate(stage, precision, rounds=5, overrides=args.set)
         trained = json.loads((out / "model" / "training.json").read_text())
         bare = (before["frames_per_s"] + after["frames_per_s"]) / 2
-        frames_per_step = before["frames_per_s"] * before["seconds_per_step"]
-        loop = trained["steps"] * frames_per_step / trained["seconds"]
+        loop = trained["frames"] / trained["seconds"]
         rows.append({"what": f"genie train {stage} ({trained['steps']} steps, "
                              f"{trained['precision']})",
                      "loop_frames_per_s": loop, "bare_before": before["frames_per_s"],

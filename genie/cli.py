@@ -197,13 +197,15 @@ def _train_part(args: argparse.Namespace) -> None:
 
 
 def _training_summary(model_dir) -> str:
-    """' (N steps in M min, P% of it waiting for data)' from the export's training.json."""
+    """' (N steps in M min, F frames/s, P% of it waiting for data)' from the export's
+    training.json."""
     import json
 
     trained = json.loads((Path(model_dir) / "training.json").read_text())
-    waited = trained.get("data_seconds", 0.0) / max(trained["seconds"], 1e-9)
-    return (f" ({trained['steps']:,} steps in {trained['seconds'] / 60:.1f} min, "
-            f"{waited:.1%} of it waiting for data)")
+    seconds = max(trained["seconds"], 1e-9)
+    return (f" ({trained['steps']:,} steps in {seconds / 60:.1f} min, "
+            f"{trained['frames'] / seconds:,.0f} frames/s, "
+            f"{trained['data_seconds'] / seconds:.1%} of it waiting for data)")
 
 
 def _say_once(message: str) -> None:

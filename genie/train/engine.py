@@ -42,6 +42,7 @@ class _Progress:
 
     def __init__(self) -> None:
         self.step = self.epoch = self.batch = 0
+        self.frames = 0  # video frames trained on, every process and session together
         self.seconds = 0.0
         # Of `seconds`, the time spent waiting for the loader's next batch: a loader that
         # keeps up costs a millisecond a step; more says the data pipeline is the bottleneck.
@@ -217,9 +218,9 @@ class Trainer:
 
     def export(self) -> Path:
         """save_pretrained into RUN/model (EMA weights when EMA is on), with training.json: the
-        steps, training time over every resumed session (and the part of it spent waiting for
-        data), precision and processes that made it, which travel with the model into a world
-        folder."""
+        steps and frames, training time over every resumed session (and the part of it spent
+        waiting for data), precision and processes that made it, which travel with the model
+        into a world folder."""
         model = self.accelerator.unwrap_model(self.model)
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
         target = self.out / "model"
@@ -231,7 +232,8 @@ class Trainer:
                 self.ema.copy_to(model.parameters())
             model.save_pretrained(str(tmp))
             write_json_atomic(tmp / "training.json", {
-                "steps": self.progress.step, "seconds": round(self.progress.seconds, 1),
+                "steps": self.progress.step, "frames": self.progress.frames,
+                "seconds": round(self.progress.seconds, 1),
                 "data_seconds": round(self.progress.data_seconds, 1),
                 "precision": self.precision, "processes": self.accelerator.num_processes,
                 "device": self.accelerator.device.type,
@@ -299,6 +301,7 @@ class Trainer:
                     waited += wait
                     self.progress.data_seconds += wait
                     frames += _frames_in(batch) * acc.num_processes
+                    self.progress.frames += _frames_in(batch) * acc.num_processes
                     with acc.accumulate(self.model):
                         loss, logs = self.model(batch)
                         acc.backward(loss)

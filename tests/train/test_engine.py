@@ -66,8 +66,10 @@ def test_the_command_says_what_the_run_took(coinrun_dataset, tmp_path, capsys):
     train(coinrun_dataset, tmp_path / "run", "tokenizer.train.steps=2",
           "tokenizer.train.checkpoint_every=0", "tokenizer.train.sample_every=0")
     said = capsys.readouterr().out
-    assert re.search(r"tokenizer trained: \S+model \(2 steps in \d+\.\d min, "
-                     r"\d+\.\d% of it waiting for data\)", said), said
+    assert re.search(r"tokenizer trained: \S+model \(2 steps in \d+\.\d min, [\d,]+ "
+                     r"frames/s, \d+\.\d% of it waiting for data\)", said), said
+    trained = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
+    assert trained["frames"] == 2 * 4 * 4  # steps x batch x clip frames of the test preset
 
 
 def test_resume_continues_exactly(coinrun_dataset, tmp_path):
