@@ -367,10 +367,13 @@ SUITES["eval"] = bench_eval
 def bench_loop(args, work: Path) -> list[dict]:
     """`genie train` itself for each stage, the loop around the step included (loader, clipping,
     optimizer, schedule, logging), against the bare step of the train suite timed in this
-    process just before and after it: what the loop costs, and the share of its time spent
-    waiting for data (training.json's data_seconds). Checkpoints and samples, every 500 steps
+    process just before and after it: what the loop costs, the share of its time spent
+    waiting for data (training.json's data_seconds), and the loop's FLOP rate (the bare step's
+    FLOPs per frame at the loop's frames/s) against bf16 products of 2048^3 timed before and
+    after. Checkpoints and samples, every 500 steps
     in the preset, do not fall in these few steps. The dataset was just written, so its pages
     are in the OS's cache, as they are after a run's first epoch."""
+    import torch
     from training import step_rate
 
     from genie.train.compute import cpu_bf16_is_fast
@@ -387,21 +390,27 @@ def bench_loop(args, work: Path) -> list[dict]:
         extra = ["--tokenizer", str(world / "tokenizer"), "--lam", str(world / "lam")] \
             if stage == "dynamics" else []
         precision = "bf16" if cpu_bf16_is_fast() else "fp32"  # what the preset's auto picks
-        # The bare step is timed before and after the run, as this machine's speed drifts.
+        # The bare step and the product rate are timed before and after the run, as this
+        # machine's speed drifts.
+        peak = matmul_rate(torch.bfloat16, [(2048,) * 3], budget_s=1.6)
         before = step_rate(stage, precision, rounds=5, overrides=args.set)
         subprocess.run([sys.executable, "-m", "genie", "train", stage, "--data", str(data),
                         "--out", str(out), *extra, f"{stage}.train.steps={args.loop_steps}",
                         *args.set], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         after = step_rate(stage, precision, rounds=5, overrides=args.set)
+        peak = (peak + matmul_rate(torch.bfloat16, [(2048,) * 3], budget_s=1.6)) / 2
         trained = json.loads((out / "model" / "training.json").read_text())
         bare = (before["frames_per_s"] + after["frames_per_s"]) / 2
         loop = trained["frames"] / trained["seconds"]
+        flops_per_frame = before["flops_per_step"] / (before["frames_per_s"]
+                                                      * before["seconds_per_step"])
         rows.append({"what": f"genie train {stage} ({trained['steps']} steps, "
                              f"{trained['precision']})",
                      "loop_frames_per_s": loop, "bare_before": before["frames_per_s"],
                      "bare_after": after["frames_per_s"], "of_bare_step": loop / bare,
-                     "of_data_wait": trained["data_seconds"] / trained["seconds"]})
+                     "of_data_wait": trained["data_seconds"] / trained["seconds"],
+                     "of_bf16_peak": loop * flops_per_frame / peak})
     return rows
 
 
