@@ -1,7 +1,7 @@
 """Device, threads and precision: picked once per run, from what the user asked and the hardware.
 
 bf16 is only worth it where the hardware multiplies bf16 matrices fast (recent GPUs, CPUs with
-AMX). Rather than trusting CPU flags, "auto" times one small product in both dtypes.
+AMX). Rather than trusting CPU flags, "auto" times small products in both dtypes.
 """
 
 from __future__ import annotations

@@ -300,8 +300,9 @@ class Trainer:
                     wait = time.perf_counter() - asked
                     waited += wait
                     self.progress.data_seconds += wait
-                    frames += _frames_in(batch) * acc.num_processes
-                    self.progress.frames += _frames_in(batch) * acc.num_processes
+                    seen = _frames_in(batch) * acc.num_processes
+                    frames += seen
+                    self.progress.frames += seen
                     with acc.accumulate(self.model):
                         loss, logs = self.model(batch)
                         acc.backward(loss)
