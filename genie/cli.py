@@ -198,14 +198,20 @@ def _train_part(args: argparse.Namespace) -> None:
 
 def _training_summary(model_dir) -> str:
     """' (N steps in M min, F frames/s, P% of it waiting for data)' from the export's
-    training.json."""
+    training.json; models trained before frames and waiting were counted give less."""
     import json
 
-    trained = json.loads((Path(model_dir) / "training.json").read_text())
+    path = Path(model_dir) / "training.json"
+    if not path.exists():
+        return ""
+    trained = json.loads(path.read_text())
     seconds = max(trained["seconds"], 1e-9)
-    return (f" ({trained['steps']:,} steps in {seconds / 60:.1f} min, "
-            f"{trained['frames'] / seconds:,.0f} frames/s, "
-            f"{trained['data_seconds'] / seconds:.1%} of it waiting for data)")
+    said = [f"{trained['steps']:,} steps in {seconds / 60:.1f} min"]
+    if "frames" in trained:
+        said.append(f"{trained['frames'] / seconds:,.0f} frames/s")
+    if "data_seconds" in trained:
+        said.append(f"{trained['data_seconds'] / seconds:.1%} of it waiting for data")
+    return f" ({', '.join(said)})"
 
 
 def _say_once(message: str) -> None:
@@ -322,6 +328,8 @@ def _train_world(args: argparse.Namespace) -> None:
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, init=args.init_from,
                         preset=args.config)
+    for part in ("tokenizer", "lam", "dynamics"):
+        _say_once(f"{part}: {world / part}{_training_summary(world / part)}")
     _say_once(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -106,7 +107,8 @@ def test_a_finished_world_is_not_overwritten(coinrun_dataset, tiny_world, capsys
 
 
 def test_train_world_init_from_starts_each_trained_stage_from_that_world(coinrun_dataset,
-                                                                         tiny_world, tmp_path):
+                                                                         tiny_world, tmp_path,
+                                                                         capsys):
     from safetensors.torch import load_file
 
     out = tmp_path / "tuned"
@@ -122,6 +124,12 @@ def test_train_world_init_from_starts_each_trained_stage_from_that_world(coinrun
         assert all(np.allclose(before[k].numpy(), after[k].numpy(), atol=1e-6) for k in weights)
     meta = json.loads((out / "world.json").read_text())
     assert meta["provenance"]["init_from"] == str(tiny_world.resolve())
+    said = capsys.readouterr().out  # what each part took, then where the world is
+    for part in ("lam", "dynamics"):
+        assert re.search(rf"^{part}: \S+ \(2 steps in [\d.]+ min, [\d,]+ frames/s, [\d.]+% of "
+                         r"it waiting for data\)$", said, re.MULTILINE), said
+    assert re.search(r"^tokenizer: \S+ \([\d,]+ steps", said, re.MULTILINE), said
+    assert said.rstrip().splitlines()[-1].startswith("world ready:")
 
 
 def test_train_world_init_from_with_its_parts_reuses_its_token_cache(coinrun_dataset,
