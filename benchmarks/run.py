@@ -339,25 +339,23 @@ def bench_eval(args, work: Path) -> list[dict]:
     with flop_counter() as counter:
         drift()
     drift_flops = counter.get_total_flops()
+    def row(what, seconds, flops, frames, clips_done):
+        return {"what": what, "seconds": seconds, "clips_per_s": clips_done / seconds,
+                "ms_per_generated_frame": seconds / frames * 1e3,
+                "gflop_per_s": flops / seconds / 1e9,
+                "of_fp32_peak": flops / seconds / peaks["fp32"],
+                "of_bf16_peak": flops / seconds / peaks["bf16"]}
+
+    parts = [(f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
+              lambda: predict(clips), predict_flops, 2 * len(clips) * horizon, len(clips)),
+             ("drift: 4 rollouts x 256 frames, real range", drift, drift_flops, 4 * 256, 4)]
     rows = []
-    for what, run, flops, frames, n in (
-            (f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
-             lambda: predict(clips), predict_flops, 2 * len(clips) * horizon, len(clips)),
-            ("drift: 4 rollouts x 256 frames, real range", drift, drift_flops, 4 * 256, 4)):
+    for what, run, flops, frames, n in parts:
         start = time.perf_counter()
         run()
-        seconds = time.perf_counter() - start
-        rows.append({"what": what, "seconds": seconds, "clips_per_s": n / seconds,
-                     "ms_per_generated_frame": seconds / frames * 1e3,
-                     "gflop_per_s": flops / seconds / 1e9,
-                     "of_fp32_peak": flops / seconds / peaks["fp32"],
-                     "of_bf16_peak": flops / seconds / peaks["bf16"]})
-    seconds, flops = rows[0]["seconds"] + rows[1]["seconds"], predict_flops + drift_flops
-    rows.append({"what": "both", "seconds": seconds, "clips_per_s": len(clips) / seconds,
-                 "ms_per_generated_frame": seconds / (2 * len(clips) * horizon + 4 * 256) * 1e3,
-                 "gflop_per_s": flops / seconds / 1e9,
-                 "of_fp32_peak": flops / seconds / peaks["fp32"],
-                 "of_bf16_peak": flops / seconds / peaks["bf16"]})
+        rows.append(row(what, time.perf_counter() - start, flops, frames, n))
+    rows.append(row("both", sum(r["seconds"] for r in rows), predict_flops + drift_flops,
+                    sum(p[3] for p in parts), len(clips)))
     return rows
 
 
@@ -370,9 +368,9 @@ def bench_loop(args, work: Path) -> list[dict]:
     process just before and after it: what the loop costs, the share of its time spent
     waiting for data (training.json's data_seconds), and the loop's FLOP rate (the bare step's
     FLOPs per frame at the loop's frames/s) against bf16 products of 2048^3 timed before and
-    after. Checkpoints and samples, every 500 steps
-    in the preset, do not fall in these few steps. The dataset was just written, so its pages
-    are in the OS's cache, as they are after a run's first epoch."""
+    after. Checkpoints and samples, every 500 steps in the preset, do not fall in these few
+    steps. The dataset was just written, so its pages are in the OS's cache, as they are after
+    a run's first epoch."""
     import torch
     from training import step_rate
 

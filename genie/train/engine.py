@@ -288,21 +288,18 @@ class Trainer:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=cfg.steps, initial=self.progress.step, unit="step", dynamic_ncols=True,
                    disable=not acc.is_main_process, desc=self.out.name)
-        started = window_start = time.perf_counter()
+        started = time.perf_counter()
         seconds_before = self.progress.seconds
-        frames, waited = 0, 0.0
+        # The log window starts at this time, frame count and waiting total.
+        window = (started, self.progress.frames, self.progress.data_seconds)
         batches = self._batches()
         try:
             while self.progress.step < cfg.steps:
                 for _ in range(cfg.grad_accum):
                     asked = time.perf_counter()
                     batch = next(batches)
-                    wait = time.perf_counter() - asked
-                    waited += wait
-                    self.progress.data_seconds += wait
-                    seen = _frames_in(batch) * acc.num_processes
-                    frames += seen
-                    self.progress.frames += seen
+                    self.progress.data_seconds += time.perf_counter() - asked
+                    self.progress.frames += _frames_in(batch) * acc.num_processes
                     with acc.accumulate(self.model):
                         loss, logs = self.model(batch)
                         acc.backward(loss)
@@ -325,16 +322,18 @@ class Trainer:
                     )
                 step = self.progress.step
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    elapsed = time.perf_counter() - window_start
+                    now = time.perf_counter()
+                    elapsed = now - window[0]
                     scalars = {k: float(v) for k, v in logs.items()}
                     scalars |= {"lr": self.scheduler.get_last_lr()[0],
-                                "grad_norm": float(grad_norm), "frames_per_s": frames / elapsed,
-                                "data_wait": waited / elapsed}
+                                "grad_norm": float(grad_norm),
+                                "frames_per_s": (self.progress.frames - window[1]) / elapsed,
+                                "data_wait": (self.progress.data_seconds - window[2]) / elapsed}
                     acc.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
                     bar.set_postfix(loss=f"{scalars['loss']:.4f}",
                                     fps=f"{scalars['frames_per_s']:.0f}",
                                     data=f"{scalars['data_wait']:.0%}", refresh=False)
-                    frames, waited, window_start = 0, 0.0, time.perf_counter()
+                    window = (now, self.progress.frames, self.progress.data_seconds)
                 bar.update(1)
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     self._write_sample(batch, step)
