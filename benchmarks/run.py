@@ -9,8 +9,9 @@ the real training step of the tokenizer, LAM and dynamics in fp32 and bf16, its 
 with torch's FlopCounterMode, attention included (flops.py), as a fraction of this machine's
 measured matrix-product rates; the dynamics with cached and on-the-fly tokens); world (ms per
 generated frame at a full context with the KV caches on and off, FLOPs per frame, batched
-action previews, for a MaskGIT and a DiT world); play (the play loop headless, previews on and
-off: frame rate and key-to-frame latency); eval (`genie eval world` at its defaults); loop
+action previews, for a MaskGIT and a DiT world, the first also under bf16 autocast); play (the
+play loop headless, previews on and off: frame rate and key-to-frame latency, the fastest
+player also in bf16); eval (`genie eval world` at its defaults, in fp32 and in bf16); loop
 (`genie train` of each stage against its bare step: the loop's cost and its wait for data).
 """
 
@@ -151,10 +152,11 @@ def bench_train(args, work: Path) -> list[dict]:
     return rows
 
 
-def tiny_world(path: str | None, backend: str | None = None, context: int | None = None):
+def tiny_world(path: str | None, backend: str | None = None, context: int | None = None,
+               precision: str = "fp32"):
     """The world at `path`, or the `tiny` preset's architecture with untrained weights (the
     speed of a step does not depend on what the weights learned), with its dynamics backend
-    or `backend`, and its context or `context` frames."""
+    or `backend`, and its context or `context` frames, run in `precision`."""
     import dataclasses
 
     import genie
@@ -165,12 +167,12 @@ def tiny_world(path: str | None, backend: str | None = None, context: int | None
     from genie.world import SCHEMA, World
 
     if path:
-        return genie.load(path, device="cpu")
+        return genie.load(path, device="cpu", precision=precision)
     if backend in (None, "maskgit") and context is None:
         from genie.worlds import DEFAULT_WORLD
 
         if (DEFAULT_WORLD / "world.json").exists():
-            return genie.load(DEFAULT_WORLD, device="cpu")
+            return genie.load(DEFAULT_WORLD, device="cpu", precision=precision)
     config = load_config("tiny", [f"dynamics.backend={backend}"] if backend else [])
     dynamics = dataclasses.replace(config.dynamics, context=context or config.dynamics.context)
     tok = VideoTokenizer(height=64, width=64, window=config.tokenizer.train.seq_len,
@@ -179,19 +181,22 @@ def tiny_world(path: str | None, backend: str | None = None, context: int | None
     dyn = new_model(dynamics.backend, tok, config.lam.num_actions, **dynamics.model_kwargs())
     meta = {"schema": SCHEMA, "backend": dynamics.backend,
             "sampler": {"steps": dynamics.sampler_settings()["steps"]}}
-    return World(tok, lam, dyn, meta)
+    return World(tok, lam, dyn, meta, precision=precision)
 
 
 def bench_world(args, work: Path) -> list[dict]:
     """ms per generated frame at a full context, with and without the KV caches, for the MaskGIT
-    world and the DiT world side by side."""
+    world and the DiT world side by side; the first world in fp32 and under bf16 autocast
+    (`--precision bf16`)."""
     import torch
 
-    # Worlds step in fp32; the bf16 rate is the machine's ceiling, the figure training reports.
+    # Worlds step in fp32 by default; the bf16 rate is the machine's ceiling, the figure
+    # training reports.
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
     # The cache's gain grows with the context (the uncached step recomputes the receptive
     # field, depth * (context - 1) + 1 frames): the tiny architecture at a 16-frame context too.
     return [*world_rows(tiny_world(args.world), peaks),
+            *world_rows(tiny_world(args.world, precision="bf16"), peaks),
             *world_rows(tiny_world(None, "maskgit", context=16), peaks, previews=False),
             *world_rows(tiny_world(args.dit_world, "dit"), peaks)]
 
@@ -202,7 +207,8 @@ def world_rows(world, peaks: dict[str, float], previews: bool = True) -> list[di
 
     h, w = world.size
     prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
-    backend = f"{world.meta['backend']} ({world.sampler.settings.steps} steps)"
+    backend = f"{world.meta['backend']} ({world.sampler.settings.steps} steps, " \
+        f"{world.precision})"
     rows = []
     for cached in (True, False):
         world.sampler.settings.use_cache = cached
@@ -251,6 +257,7 @@ def bench_play(args, work: Path) -> list[dict]:
 
 
 def play_rows(world_path: str | None, work: Path) -> list[dict]:
+    """Each player in fp32, then the first under bf16 autocast (`--precision bf16`)."""
     import numpy as np
 
     os.environ["SDL_VIDEODRIVER"] = "dummy"
@@ -258,16 +265,19 @@ def play_rows(world_path: str | None, work: Path) -> list[dict]:
 
     from genie.play.app import App, Prompt
 
-    world = tiny_world(world_path)
+    worlds = {p: tiny_world(world_path, precision=p) for p in ("fp32", "bf16")}
+    world = worlds["fp32"]
     h, w = world.size
     prompt = np.random.default_rng(0).integers(0, 256, (world.context, h, w, 3), np.uint8)
     rng = np.random.default_rng(0)
     taps = rng.uniform(0.1, 0.8, 20)  # seconds between key presses of an irregular player
-    players = [("keys as fast as frames come", None, 40),
-               ("one key every 0.25 s", 4.0, 20),
-               ("irregular taps, 0.1-0.8 s apart", "taps", len(taps))]
+    players = [("keys as fast as frames come", None, 40, "fp32"),
+               ("one key every 0.25 s", 4.0, 20, "fp32"),
+               ("irregular taps, 0.1-0.8 s apart", "taps", len(taps), "fp32"),
+               ("keys as fast as frames come", None, 40, "bf16")]
     rows = []
-    for name, pace, steps in players:
+    for name, pace, steps, precision in players:
+        world = worlds[precision]
         for previews in (False, True):
             script = None if pace == "taps" else [i % world.num_actions for i in range(steps)]
             app = App(world, [Prompt("", lambda: prompt)], previews=previews, script=script,
@@ -289,7 +299,8 @@ def play_rows(world_path: str | None, work: Path) -> list[dict]:
             else:
                 summary = app.run()
             lat = np.array(app.latency_ms)
-            rows.append({"player": name, "previews": "on" if previews else "off",
+            rows.append({"player": name, "precision": precision,
+                         "previews": "on" if previews else "off",
                          "frames": summary.frames, "fps": summary.fps,
                          "ms_per_frame": summary.compute_ms, "latency_ms": float(lat.mean()),
                          "latency_p95_ms": float(np.percentile(lat, 95)),
@@ -299,11 +310,12 @@ def play_rows(world_path: str | None, work: Path) -> list[dict]:
 
 SUITES = {"data": bench_data, "train": bench_train, "world": bench_world, "play": bench_play}
 
+
 def bench_eval(args, work: Path) -> list[dict]:
     """`genie eval world` at its defaults on the shipped world: 64 clips x 16 horizons rolled
     out with inferred and random actions, then 4 drift rollouts of 256 frames. Clips/s of the
     prediction part, each part's seconds, and their FLOP rates against the machine's product
-    rates (evaluation runs in fp32, as play does)."""
+    rates; in fp32 (the default, as in play) and under bf16 autocast (`--precision bf16`)."""
     import dataclasses
 
     import torch
@@ -319,25 +331,27 @@ def bench_eval(args, work: Path) -> list[dict]:
     genie("data", "prepare", str(raw), "--out", str(data), "--val-fraction", "0.25",
           "--workers", str(args.workers))
     peaks = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
-    world = TokenizedWorld(tiny_world(args.world), batch=32)
-    context, horizon = min(4, world.context), 16
+    worlds = {p: TokenizedWorld(tiny_world(args.world, precision=p), batch=32)
+              for p in ("fp32", "bf16")}
+    context, horizon = min(4, worlds["fp32"].context), 16
     clips = select_clips(data, "val", context + horizon, 64, seed=0)
     stretches = real_stretches(data, "val", context + 256, max_frames=2048)
 
-    def predict(some):
+    def predict(world, some):
         score_horizons(world, some, context, horizon, seed=0, batch=32, progress=False)
 
-    def drift():
+    def drift(world):
         measure_drift(world, clips.frames[:4, :context], stretches, context, 256, seed=0,
                       batch=32, progress=False)
 
     # Every clip costs the same FLOPs, so 4 counted clips give the 64; drift is counted whole.
+    # The count is the same in either precision.
     few = dataclasses.replace(clips, frames=clips.frames[:4], actions=clips.actions[:4])
     with flop_counter() as counter:
-        predict(few)
+        predict(worlds["fp32"], few)
     predict_flops = counter.get_total_flops() * len(clips) / len(few)
     with flop_counter() as counter:
-        drift()
+        drift(worlds["fp32"])
     drift_flops = counter.get_total_flops()
     def row(what, seconds, flops, frames, clips_done):
         return {"what": what, "seconds": seconds, "clips_per_s": clips_done / seconds,
@@ -347,15 +361,19 @@ def bench_eval(args, work: Path) -> list[dict]:
                 "of_bf16_peak": flops / seconds / peaks["bf16"]}
 
     parts = [(f"{len(clips)} clips x {horizon} horizons (inferred, random, ceiling)",
-              lambda: predict(clips), predict_flops, 2 * len(clips) * horizon, len(clips)),
+              lambda world: predict(world, clips), predict_flops, 2 * len(clips) * horizon,
+              len(clips)),
              ("drift: 4 rollouts x 256 frames, real range", drift, drift_flops, 4 * 256, 4)]
     rows = []
-    for what, run, flops, frames, n in parts:
-        start = time.perf_counter()
-        run()
-        rows.append(row(what, time.perf_counter() - start, flops, frames, n))
-    rows.append(row("both", sum(r["seconds"] for r in rows), predict_flops + drift_flops,
-                    sum(p[3] for p in parts), len(clips)))
+    for precision, world in worlds.items():
+        done = []
+        for what, run, flops, frames, n in parts:
+            start = time.perf_counter()
+            run(world)
+            done.append(row(f"{precision}: {what}", time.perf_counter() - start, flops, frames, n))
+        done.append(row(f"{precision}: both", sum(r["seconds"] for r in done),
+                        predict_flops + drift_flops, sum(p[3] for p in parts), len(clips)))
+        rows += done
     return rows
 
 

@@ -10,8 +10,10 @@ __version__ = "0.1.0"
 __all__ = ["GenieError", "__version__", "load"]
 
 
-def load(path, *, device: str = "auto", sampler: dict | None = None):
-    """Load a world folder: `world = genie.load("worlds/coinrun"); world.reset(frames)`."""
+def load(path, *, device: str = "auto", sampler: dict | None = None, precision: str = "fp32"):
+    """Load a world folder: `world = genie.load("worlds/coinrun"); world.reset(frames)`.
+
+    See `genie.world.load` for `sampler` and `precision`."""
     from genie.world import load as load_world
 
-    return load_world(path, device=device, sampler=sampler)
+    return load_world(path, device=device, sampler=sampler, precision=precision)

@@ -161,6 +161,13 @@ def _add_compute_args(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice)")
 
 
+def _add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=default,
+                        help="run the world in fp32 or under bf16 autocast; auto = bf16 where "
+                        "this machine multiplies bf16 fast (faster there; sampled frames "
+                        f"differ a little from fp32's). Default: {default}")
+
+
 def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
     """Sampler overrides beside --sampling-steps (whose spelling differs per command)."""
     parser.add_argument("--temperature", type=float,
@@ -265,7 +272,8 @@ def _eval_world(args: argparse.Namespace) -> None:
                             drift_clips=args.drift_clips, batch=args.batch,
                             preview_prompts=args.preview_prompts)
     result = evaluate_world(args.world, args.data, settings, device=args.device,
-                            sampler=_sampler_overrides(args), progress=not args.quiet)
+                            sampler=_sampler_overrides(args), precision=args.precision,
+                            progress=not args.quiet)
     report = write_report(result, out)
     m = result.metrics
     i = min(4, len(m["horizons"])) - 1
@@ -395,7 +403,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     _setup_compute(args)
     world = genie.load(args.world or default_world(), device=args.device,
-                       sampler=_sampler_overrides(args))
+                       sampler=_sampler_overrides(args), precision=args.precision)
     context = min(args.prompt_frames or world.context, world.context)
     source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
                          world.prompt_files()) if args.side_by_side else None
@@ -467,6 +475,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("--scale", type=_positive_int, default=4,
                      help="upscale the video by this factor, pixels kept sharp (default: 4)")
     _add_compute_args(gen)
+    _add_precision_arg(gen)
     gen.set_defaults(func=_generate)
 
 
@@ -531,6 +540,7 @@ def _add_eval_world(esub) -> None:
     _add_sampler_args(world)
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_compute_args(world)
+    _add_precision_arg(world)
     world.set_defaults(func=_eval_world)
     compare = esub.add_parser(
         "compare", help="several world evaluations side by side",
@@ -565,7 +575,8 @@ def _play(args: argparse.Namespace) -> None:
     summary = play(world=args.world, prompt=args.prompt, replay=args.replay, scale=args.scale,
                    fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
                    seed=args.seed, headless=args.headless, steps=args.steps,
-                   actions=args.actions, device=args.device, threads=args.threads)
+                   actions=args.actions, device=args.device, threads=args.threads,
+                   precision=args.precision)
     if args.headless:
         print(summary.line())
     for path in summary.recorded:
@@ -610,6 +621,9 @@ def _add_play(sub) -> None:
                       help="headless actions: random, or 0-based latent actions such as 0,1,2 "
                       "(repeated in turn; default: random)")
     _add_compute_args(play)
+    # Play is for speed; generate and eval default to fp32, so that their clips and figures do
+    # not hinge on whether the machine has fast bf16.
+    _add_precision_arg(play, default="auto")
     play.set_defaults(func=_play)
 
     cal = sub.add_parser(

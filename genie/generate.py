@@ -98,6 +98,7 @@ def save_recipe(path: str | Path, world, *, prompt: str | None, prompt_frames: i
     recipe = {"world": str(Path(world.folder).resolve()) if world.folder else None,
               "prompt": prompt, "prompt_frames": prompt_frames, "actions": actions,
               "seed": seed, "sampler": asdict(world.sampler.settings),
+              "precision": world.precision,
               "genie_version": __version__, **extra}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -30,6 +30,7 @@ from genie.errors import GenieError
 from genie.nn import KVCache
 
 SCHEMA = 1
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,13 @@ class World:
     """Tokenizer, LAM and dynamics composed behind `reset(prompt)` / `step(action)`."""
 
     def __init__(self, tokenizer, lam, dynamics, meta: dict, *, folder: Path | None = None,
-                 sampler: dict | None = None):
+                 sampler: dict | None = None, precision: str = "fp32"):
         from genie.dynamics import sampler_for
 
+        if precision not in PRECISIONS:
+            raise GenieError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         check_parts(tokenizer, lam, dynamics, meta, folder or Path("."))
+        self.precision = precision
         self.tokenizer, self.lam, self.dynamics = tokenizer.eval(), lam.eval(), dynamics.eval()
         self.meta, self.folder = meta, folder
         self.sampler = sampler_for(meta.get("backend", "maskgit"), dynamics,
@@ -90,6 +94,12 @@ class World:
     def device(self) -> torch.device:
         return self.dynamics.device
 
+    def autocast(self) -> torch.autocast:
+        """The context every forward pass of this world runs in: bf16 autocast for a bf16
+        world, a disabled one for fp32. Caches made under one must be stepped under it."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
     def prompt_files(self) -> list[Path]:
         """The world's own prompt clips (prompts/*.npy), sorted."""
         return sorted((self.folder / "prompts").glob("*.npy")) if self.folder else []
@@ -106,20 +116,21 @@ class World:
         """
         frames, self._batched = self._as_clip(prompt)  # (B, t, H, W, 3)
         frames = frames[:, -self.context:]
-        if actions is None:
-            actions = self.lam.infer_actions(frames) if frames.shape[1] > 1 else None
-        else:
+        if actions is not None:
             actions = torch.as_tensor(np.asarray(actions), device=self.device).long()
             actions = actions.reshape(frames.shape[0], -1)[:, -(frames.shape[1] - 1):]
-        if getattr(self.sampler.model.config, "latent", "code") == "encoder":
-            codes, latents = self.tokenizer.encode_latents(frames)  # (B, t, h, w), (B, t, N, C)
-            self.sampler.reset(latents, actions, seed=seed)
-        else:
-            codes = self.tokenizer.encode(frames)  # (B, t, h, w)
-            self.sampler.reset(codes, actions, seed=seed)
-        self._decoder = self.tokenizer.new_decoder_cache()
-        for t in range(codes.shape[1]):
-            self._frame = self.tokenizer.decode_next(codes[:, t], self._decoder)
+        with self.autocast():
+            if actions is None and frames.shape[1] > 1:
+                actions = self.lam.infer_actions(frames)
+            if getattr(self.sampler.model.config, "latent", "code") == "encoder":
+                codes, latents = self.tokenizer.encode_latents(frames)  # (B, t, h, w), (B, t, N, C)
+                self.sampler.reset(latents, actions, seed=seed)
+            else:
+                codes = self.tokenizer.encode(frames)  # (B, t, h, w)
+                self.sampler.reset(codes, actions, seed=seed)
+            self._decoder = self.tokenizer.new_decoder_cache()
+            for t in range(codes.shape[1]):
+                self._frame = self.tokenizer.decode_next(codes[:, t], self._decoder)
         self.steps = 0
         return self._out(self._frame)
 
@@ -131,8 +142,9 @@ class World:
         action = torch.as_tensor(np.asarray(action), device=self.device).long()
         if action.numel() and (action.min() < 0 or action.max() >= self.num_actions):
             raise ValueError(f"latent actions are 0..{self.num_actions - 1}, got {action.tolist()}")
-        codes = self.sampler.next_frame(action)  # (B, h, w)
-        self._frame = self.tokenizer.decode_next(codes, self._decoder)
+        with self.autocast():
+            codes = self.sampler.next_frame(action)  # (B, h, w)
+            self._frame = self.tokenizer.decode_next(codes, self._decoder)
         self.steps += 1
         return self._out(self._frame)
 
@@ -165,8 +177,9 @@ class World:
         self.sampler.load_state(saved.sampler.repeat(n))
         self._decoder = saved.decoder.repeat(n)
         try:
-            codes = self.sampler.next_frame(actions.to(self.device))  # (A, h, w)
-            return self.tokenizer.decode_next(codes, self._decoder).cpu().numpy()
+            with self.autocast():
+                codes = self.sampler.next_frame(actions.to(self.device))  # (A, h, w)
+                return self.tokenizer.decode_next(codes, self._decoder).cpu().numpy()
         finally:
             self.restore(saved)
 
@@ -174,7 +187,8 @@ class World:
     def infer_actions(self, video) -> np.ndarray:
         """The latent action of each transition of real frames (T, H, W, 3) -> (T-1,) int."""
         frames, batched = self._as_clip(video)
-        actions = self.lam.infer_actions(frames).cpu().numpy()
+        with self.autocast():
+            actions = self.lam.infer_actions(frames).cpu().numpy()
         return actions if batched else actions[0]
 
     # ------------------------------------------------------------------ helpers
@@ -229,12 +243,17 @@ def check_parts(tokenizer, lam, dynamics, meta: dict, folder: Path) -> None:
                          "the dynamics on this tokenizer and LAM (genie train world)")
 
 
-def load(path: str | Path, *, device: str = "auto", sampler: dict | None = None) -> World:
-    """Load a world folder. `sampler` overrides its sampling settings (e.g. {'steps': 4})."""
+def load(path: str | Path, *, device: str = "auto", sampler: dict | None = None,
+         precision: str = "fp32") -> World:
+    """Load a world folder. `sampler` overrides its sampling settings (e.g. {'steps': 4}).
+
+    `precision` 'bf16' runs the world under bf16 autocast, 'auto' where the device multiplies
+    bf16 fast. fp32 is the default: evaluation figures are measured in it, and bf16 changes
+    which token a close call picks, so a sampled rollout drifts away from the fp32 one."""
     from genie.dynamics import model_class
     from genie.lam.model import LatentActionModel
     from genie.tokenizer.model import VideoTokenizer
-    from genie.train.compute import pick_device
+    from genie.train.compute import pick_device, pick_precision
     from genie.train.stages import load_model
 
     folder, dev = Path(path).expanduser(), pick_device(device)
@@ -254,4 +273,5 @@ def load(path: str | Path, *, device: str = "auto", sampler: dict | None = None)
              load_model(LatentActionModel, folder / "lam", "lam"),
              load_model(model_class(meta.get("backend", "maskgit")), folder / "dynamics",
                         "dynamics"))
-    return World(*(p.to(dev) for p in parts), meta, folder=folder, sampler=sampler)
+    return World(*(p.to(dev) for p in parts), meta, folder=folder, sampler=sampler,
+                 precision=pick_precision(precision, dev))

@@ -73,17 +73,19 @@ class TokenizedWorld:
     @torch.no_grad()
     def reconstruct(self, video: np.ndarray) -> np.ndarray:
         tok = self.world.tokenizer
-        return np.concatenate([
-            tok.decode(tok.encode(torch.from_numpy(part).to(self.world.device))).cpu().numpy()
-            for part in np.array_split(video, max(1, -(-len(video) // self.batch)))
-        ])
+        with self.world.autocast():
+            return np.concatenate([
+                tok.decode(tok.encode(torch.from_numpy(part).to(self.world.device))).cpu().numpy()
+                for part in np.array_split(video, max(1, -(-len(video) // self.batch)))
+            ])
 
     @torch.no_grad()
     def codes(self, frames: np.ndarray) -> np.ndarray:
         tok = self.world.tokenizer
         x = torch.from_numpy(frames[:, None])  # (M, 1, H, W, 3): every frame on its own
-        return torch.cat([tok.encode(part.to(self.world.device)).flatten(1).cpu()
-                          for part in x.split(self.batch * 4)]).numpy()
+        with self.world.autocast():
+            return torch.cat([tok.encode(part.to(self.world.device)).flatten(1).cpu()
+                              for part in x.split(self.batch * 4)]).numpy()
 
 
 @dataclass
@@ -260,17 +262,18 @@ def run_eval(world: EvalWorld, data: str | Path, settings: EvalSettings,
 
 def evaluate_world(world_path: str | Path, data: str | Path, settings: EvalSettings, *,
                    device: str = "auto", sampler: dict | None = None,
-                   progress: bool = True) -> Evaluation:
-    """Load the world at `world_path` (`sampler` overriding its sampling settings) and
-    evaluate it on `data` (see `run_eval`)."""
+                   precision: str = "fp32", progress: bool = True) -> Evaluation:
+    """Load the world at `world_path` (`sampler` overriding its sampling settings, in
+    `precision`, see `genie.load`) and evaluate it on `data` (see `run_eval`)."""
     import genie
     from genie.world import World
 
-    world: World = genie.load(world_path, device=device, sampler=sampler)
+    world: World = genie.load(world_path, device=device, sampler=sampler, precision=precision)
     result = run_eval(TokenizedWorld(world, settings.batch), data, settings, progress)
     result.metrics["settings"] |= {
         "world": str(Path(world_path).resolve()), "data": str(Path(data).resolve()),
         "sampler": dataclasses.asdict(world.sampler.settings), "device": str(world.device),
+        "precision": world.precision,
         "backend": world.meta.get("backend", "maskgit"), "world_context": world.context,
         "genie_version": genie.__version__,
     }

@@ -79,10 +79,11 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
          scale: int = 8, fps_cap: float | None = None, record: str | None = None,
          previews: bool = True, seed: int = 0, headless: bool = False,
          steps: int | None = None, actions: str = "random", device: str = "auto",
-         threads: int | None = None):
+         threads: int | None = None, precision: str = "auto"):
     """Open a play session (or run one headless) and return its Summary when it ends.
 
-    `threads` sets torch's CPU threads on the thread that steps the world."""
+    `threads` sets torch's CPU threads on the thread that steps the world; `precision` as in
+    `genie.load` (auto: bf16 autocast where the machine multiplies bf16 fast)."""
     check_display(headless)
     if fps_cap is not None and fps_cap <= 0:
         raise GenieError(f"--fps-cap {fps_cap:g}: give a number of steps a second above 0, or "
@@ -97,7 +98,7 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
         from genie.worlds import default_world
 
         path = Path(world) if world is not None else default_world()
-        env = genie.load(path, device=device)
+        env = genie.load(path, device=device, precision=precision)
         prompts = world_prompts(env, prompt)
         title = path.resolve().name
     script = None

@@ -41,6 +41,7 @@ def test_eval_world_writes_every_report(evaluated):
     assert m["actions"]["key_check"]["skipped"]  # the test world's key map is empty
     s = m["settings"]
     assert s["context"] == 4 and s["seed"] == 0 and s["sampler"]["steps"] == 2
+    assert s["precision"] == "fp32"  # the default: the figures of record are fp32's
     report = (out / "report.md").read_text()
     assert "| 4 |" in report and "ΔtPSNR" in report and "leaves at step" in report
     assert "vs copy" in report and m["copy_margin_sem"][0] is not None

@@ -10,6 +10,7 @@ import torch
 
 import genie
 from genie.cli import main
+from genie.errors import GenieError
 from genie.eval.metrics import psnr
 from genie.worlds import DEFAULT_WORLD, default_world
 
@@ -61,3 +62,23 @@ def test_generate_from_a_shipped_prompt(tmp_path):
     frames = np.load(out)
     assert frames.shape == (len(np.load(prompt)) + 4, 64, 64, 3)
     assert json.loads(out.with_suffix(".json").read_text())["world"] == str(DEFAULT_WORLD)
+
+
+def test_a_bf16_world_runs_under_autocast_and_stays_near_fp32(shipped, tmp_path):
+    bf16 = genie.load(default_world(), device="cpu", precision="bf16")
+    prompt = np.load(shipped.prompt_files()[0])
+    first = [w.reset(prompt, seed=0) for w in (shipped, bf16)]
+    nexts = [w.step(2) for w in (shipped, bf16)]
+    # Its caches hold bf16 keys: the passes ran under autocast, not in fp32 by accident.
+    assert bf16._decoder.keys[0].dtype == torch.bfloat16
+    assert shipped._decoder.keys[0].dtype == torch.float32
+    for a, b in (first, nexts):
+        assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape == (64, 64, 3)
+    # Close calls may pick other tokens, so not equal, but the same picture (28.7 dB here).
+    assert psnr(torch.from_numpy(nexts[0]), torch.from_numpy(nexts[1])) > 20
+    out = tmp_path / "clip.npy"
+    assert main(["generate", "--actions", "1x3", "-o", str(out), "--scale", "1",
+                 "--device", "cpu", "--precision", "bf16"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["precision"] == "bf16"
+    with pytest.raises(GenieError, match="precision 'fp16' is not one of"):
+        genie.load(default_world(), device="cpu", precision="fp16")
