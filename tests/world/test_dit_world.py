@@ -71,6 +71,20 @@ def test_cached_and_uncached_worlds_agree_and_undo_is_exact(dit_world, world):
     assert np.array_equal(world.rollout([1, 2]), after)  # the preview left no trace
 
 
+def test_a_bf16_dit_world_repeats_itself_and_undoes_exactly(dit_world):
+    world = genie.load(dit_world, device="cpu", precision="bf16")
+    prompt = np.load(world.prompt_files()[0])
+    world.reset(prompt, seed=3)
+    a = world.rollout([0, 1, 2])
+    state = world.snapshot()
+    after = world.rollout([3, 4])
+    world.restore(state)
+    assert np.array_equal(world.rollout([3, 4]), after)
+    world.reset(prompt, seed=3)
+    assert np.array_equal(world.rollout([0, 1, 2]), a)
+    assert a.shape == (3, 64, 64, 3) and a.dtype == np.uint8
+
+
 def test_generate_and_eval_run_unchanged(dit_world, coinrun_dataset, tmp_path):
     assert main(["generate", "--world", str(dit_world), "--device", "cpu", "--actions", "0,1x3",
                  "--out", str(tmp_path / "clip.npy"), "--scale", "1"]) == 0
