@@ -30,7 +30,8 @@ from genie.errors import GenieError
 from genie.nn import KVCache
 
 SCHEMA = 1
-PRECISIONS = ("fp32", "bf16")
+# What a world runs in; load() resolves "auto" to one of them for its device.
+RUN_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class World:
                  sampler: dict | None = None, precision: str = "fp32"):
         from genie.dynamics import sampler_for
 
-        if precision not in PRECISIONS:
-            raise GenieError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision not in RUN_PRECISIONS:
+            raise GenieError(f"precision {precision!r} is not one of {', '.join(RUN_PRECISIONS)}")
         check_parts(tokenizer, lam, dynamics, meta, folder or Path("."))
         self.precision = precision
         self.tokenizer, self.lam, self.dynamics = tokenizer.eval(), lam.eval(), dynamics.eval()
