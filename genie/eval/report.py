@@ -74,7 +74,8 @@ def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
         f"- data: `{s.get('data', '?')}`, split {s['split']}: {m['clips']} clips "
         f"from {len(s['clip_sources'])} episode(s)",
         f"- prompt {s['context']} real frames, then {s['horizon']} generated; seed {s['seed']}",
-        "- sampler: " + (", ".join(f"{k} {v}" for k, v in sampler.items()) or "—"),
+        "- sampler: " + (", ".join(f"{k} {v}" for k, v in sampler.items()) or "—")
+        + (f"; precision {s['precision']}" if "precision" in s else ""),
         "",
         "## Prediction against the real continuation",
         "",

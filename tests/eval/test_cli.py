@@ -44,6 +44,7 @@ def test_eval_world_writes_every_report(evaluated):
     assert s["precision"] == "fp32"  # the default: the figures of record are fp32's
     report = (out / "report.md").read_text()
     assert "| 4 |" in report and "ΔtPSNR" in report and "leaves at step" in report
+    assert "; precision fp32" in report
     assert "vs copy" in report and m["copy_margin_sem"][0] is not None
     for png in ("horizons.png", "drift.png", "actions.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
