@@ -100,7 +100,7 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
         path = Path(world) if world is not None else default_world()
         env = genie.load(path, device=device, precision=precision)
         prompts = world_prompts(env, prompt)
-        title = path.resolve().name
+        title = f"{path.resolve().name} ({env.precision})"  # the speed depends on it
     script = None
     if headless:
         script = script_actions(actions, steps or 64, env.num_actions, seed)
