@@ -315,7 +315,7 @@ def bench_eval(args, work: Path) -> list[dict]:
     """`genie eval world` at its defaults on the shipped world: 64 clips x 16 horizons rolled
     out with inferred and random actions, then 4 drift rollouts of 256 frames. Clips/s of the
     prediction part, each part's seconds, and their FLOP rates against the machine's product
-    rates; in fp32 (the default, as in play) and under bf16 autocast (`--precision bf16`)."""
+    rates; in fp32 (the default) and under bf16 autocast (`--precision bf16`)."""
     import dataclasses
 
     import torch
@@ -353,6 +353,7 @@ def bench_eval(args, work: Path) -> list[dict]:
     with flop_counter() as counter:
         drift(worlds["fp32"])
     drift_flops = counter.get_total_flops()
+
     def row(what, seconds, flops, frames, clips_done):
         return {"what": what, "seconds": seconds, "clips_per_s": clips_done / seconds,
                 "ms_per_generated_frame": seconds / frames * 1e3,
@@ -392,7 +393,7 @@ def bench_loop(args, work: Path) -> list[dict]:
     import torch
     from training import step_rate
 
-    from genie.train.compute import cpu_bf16_is_fast
+    from genie.train.compute import pick_precision
     from genie.worlds import DEFAULT_WORLD
 
     raw, data = work / "raw", work / "ds"
@@ -405,7 +406,7 @@ def bench_loop(args, work: Path) -> list[dict]:
         out = work / f"run_{stage}"
         extra = ["--tokenizer", str(world / "tokenizer"), "--lam", str(world / "lam")] \
             if stage == "dynamics" else []
-        precision = "bf16" if cpu_bf16_is_fast() else "fp32"  # what the preset's auto picks
+        precision = pick_precision("auto", torch.device("cpu"))  # what the preset picks
         # The bare step and the product rate are timed before and after the run, as this
         # machine's speed drifts.
         peak = matmul_rate(torch.bfloat16, [(2048,) * 3], budget_s=1.6)
