@@ -172,6 +172,9 @@ def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
     """Sampler overrides beside --sampling-steps (whose spelling differs per command)."""
     parser.add_argument("--temperature", type=float,
                         help="override the world's sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=float,
+                        help="MaskGIT: sample only among the most likely codes that together "
+                             "hold this much probability (1 = all)")
     parser.add_argument("--confidence-noise", type=float,
                         help="MaskGIT: override the scale of the noise on the confidences that "
                              "pick the tokens each step keeps")
@@ -180,7 +183,7 @@ def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
 def _sampler_overrides(args: argparse.Namespace) -> dict:
     """The sampler settings given on the command line, by the samplers' names."""
     given = {"steps": args.sampling_steps, "temperature": args.temperature,
-             "confidence_noise": args.confidence_noise}
+             "top_p": args.top_p, "confidence_noise": args.confidence_noise}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -576,7 +579,7 @@ def _play(args: argparse.Namespace) -> None:
                    fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
                    seed=args.seed, headless=args.headless, steps=args.steps,
                    actions=args.actions, device=args.device, threads=args.threads,
-                   precision=args.precision)
+                   precision=args.precision, sampler=_sampler_overrides(args))
     if args.headless:
         print(summary.line())
     for path in summary.recorded:
@@ -620,6 +623,9 @@ def _add_play(sub) -> None:
     play.add_argument("--actions", default="random",
                       help="headless actions: random, or 0-based latent actions such as 0,1,2 "
                       "(repeated in turn; default: random)")
+    play.add_argument("--sampling-steps", type=_positive_int,
+                      help="override the world's sampling steps per frame")
+    _add_sampler_args(play)
     _add_compute_args(play)
     # Play is for speed; generate and eval default to fp32, so that their clips and figures do
     # not hinge on whether the machine has fast bf16.

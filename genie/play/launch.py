@@ -79,26 +79,27 @@ def play(*, world: str | None = None, prompt: str | None = None, replay: str | N
          scale: int = 8, fps_cap: float | None = None, record: str | None = None,
          previews: bool = True, seed: int = 0, headless: bool = False,
          steps: int | None = None, actions: str = "random", device: str = "auto",
-         threads: int | None = None, precision: str = "auto"):
+         threads: int | None = None, precision: str = "auto", sampler: dict | None = None):
     """Open a play session (or run one headless) and return its Summary when it ends.
 
-    `threads` sets torch's CPU threads on the thread that steps the world; `precision` as in
-    `genie.load` (auto: bf16 autocast where the machine multiplies bf16 fast)."""
+    `threads` sets torch's CPU threads on the thread that steps the world; `precision` and
+    `sampler` (overrides of the world's sampling settings, e.g. {'temperature': 1.0}) as in
+    `genie.load` (precision auto: bf16 autocast where the machine multiplies bf16 fast)."""
     check_display(headless)
     if fps_cap is not None and fps_cap <= 0:
         raise GenieError(f"--fps-cap {fps_cap:g}: give a number of steps a second above 0, or "
                          "leave it out")
     if replay is not None:
-        if world is not None or prompt is not None:
-            raise GenieError("--replay shows recorded frames and needs neither --world nor "
-                             "--prompt: leave them out")
+        if world is not None or prompt is not None or sampler:
+            raise GenieError("--replay shows recorded frames and needs no --world, --prompt or "
+                             "sampling options: leave them out")
         env, prompts, title = _replay(replay)
     else:
         import genie
         from genie.worlds import default_world
 
         path = Path(world) if world is not None else default_world()
-        env = genie.load(path, device=device, precision=precision)
+        env = genie.load(path, device=device, precision=precision, sampler=sampler)
         prompts = world_prompts(env, prompt)
         title = f"{path.resolve().name} ({env.precision})"  # the speed depends on it
     script = None

@@ -31,6 +31,22 @@ def test_headless_play_records_and_reports(tiny_world, tmp_path, capsys):
         assert sum(1 for _ in container.decode(video=0)) == 1 + 5  # the start frame + 5 steps
 
 
+def _recorded(world, tmp_path, name: str, *options: str) -> np.ndarray:
+    out = tmp_path / f"{name}.mp4"
+    assert main(["play", "--world", str(world), "--headless", "--steps", "4", "--actions", "1,2",
+                 "--record", str(out), "--device", "cpu", "--precision", "fp32", *options]) == 0
+    with av.open(str(out)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_sampling_options_reach_the_world(tiny_world, tmp_path):
+    greedy = _recorded(tiny_world, tmp_path, "greedy", "--temperature", "0")
+    sampled = _recorded(tiny_world, tmp_path, "sampled", "--temperature", "1", "--top-p", "0.9")
+    again = _recorded(tiny_world, tmp_path, "again", "--temperature", "1", "--top-p", "0.9")
+    assert np.array_equal(sampled, again)  # seeded: the same session twice
+    assert not np.array_equal(greedy, sampled)
+
+
 def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
     assert main(["play", "--replay", f"{coinrun_dataset}:0", "--headless", "--steps", "3"]) == 0
     assert capsys.readouterr().out.startswith("3 frames in ")
@@ -43,6 +59,9 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
     (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
     (["--replay", "{tmp}/nowhere"], "does not exist"),
     (["--world", "{world}", "--fps-cap", "0"], "--fps-cap 0: give a number"),
+    (["--world", "{world}", "--temperature", "-1"], "temperature must be >= 0"),
+    (["--world", "{world}", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--replay", "{tmp}/nowhere", "--temperature", "1"], "needs no --world, --prompt or sampl"),
 ])
 def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]

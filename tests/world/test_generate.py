@@ -44,9 +44,10 @@ def test_sampler_overrides_reach_the_sampler_and_the_recipe(tiny_world, prompt_f
     out = tmp_path / "out.npy"
     assert generate(tiny_world, "--prompt", prompt_files / "clip.mp4", "--actions", "1x3",
                     "--sampling-steps", 2, "--temperature", 0, "--confidence-noise", 0.5,
-                    "--out", out, "--scale", 1) == 0
+                    "--top-p", 0.8, "--out", out, "--scale", 1) == 0
     sampler = json.loads(out.with_suffix(".json").read_text())["sampler"]
-    assert (sampler["steps"], sampler["temperature"], sampler["confidence_noise"]) == (2, 0, 0.5)
+    assert (sampler["steps"], sampler["temperature"], sampler["confidence_noise"],
+            sampler["top_p"]) == (2, 0, 0.5, 0.8)
 
 
 def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_dataset, tmp_path):
