@@ -108,6 +108,13 @@ def leave_step(curve: np.ndarray, low: float, high: float) -> int | None:
     return int(outside[0]) + 1 if len(outside) else None
 
 
+def in_range_share(curve: np.ndarray, low: float, high: float) -> float:
+    """Share of the steps whose value lies in [low, high]. Steadier than `leave_step`, which
+    one dip of a noisy curve decides: on the shipped world, 4 and 16 rollouts of the same
+    sampler left the range of sharpness at steps 180 and 60, in range for 84% and 93% of them."""
+    return float(((curve >= low) & (curve <= high)).mean())
+
+
 def measure_drift(world, prompts: np.ndarray, stretches: list[np.ndarray], context: int,
                   steps: int, seed: int, batch: int, progress: bool = True
                   ) -> tuple[dict, np.ndarray]:
@@ -122,11 +129,12 @@ def measure_drift(world, prompts: np.ndarray, stretches: list[np.ndarray], conte
     result = {"steps": t, "rollouts": d, "actions": "random, each held 1-4 steps",
               "range_percentiles": list(RANGE), "real": ranges,
               "curves": {name: c.mean(0).tolist() for name, c in curves.items()},
-              "leaves_at": {}}
+              "leaves_at": {}, "in_range": {}}
     for name in STATS:
         if name in ranges:
-            r = ranges[name]
-            result["leaves_at"][name] = leave_step(curves[name].mean(0), r["low"], r["high"])
+            r, curve = ranges[name], curves[name].mean(0)
+            result["leaves_at"][name] = leave_step(curve, r["low"], r["high"])
+            result["in_range"][name] = in_range_share(curve, r["low"], r["high"])
     if not ranges:
         result["note"] = f"no real episode of the split is longer than the {context}-frame " \
                          "context: no real range to compare with"

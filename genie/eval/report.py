@@ -100,9 +100,11 @@ def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
             f"{d['rollouts']} rollouts of {d['steps']} frames, {d['actions']}. Real range: "
             f"percentiles {d['range_percentiles'][0]:g}-{d['range_percentiles'][1]:g} over "
             "real frames of the split; a statistic leaves at the first step whose mean over "
-            "the rollouts is outside it.", "",
-            "| statistic | real range | real median | step 1 | last step | leaves at step |",
-            "|---|---:|---:|---:|---:|---:|",
+            "the rollouts is outside it, and is in range for the share of steps where that "
+            "mean is inside.", "",
+            "| statistic | real range | real median | step 1 | last step | leaves at step "
+            "| steps in range |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, curve in d["curves"].items():
             r = d["real"].get(name)
@@ -110,7 +112,8 @@ def format_report(m: dict, videos: list[str] = (), pngs: list[str] = ()) -> str:
             left = d["leaves_at"].get(name)
             lines.append(f"| {name.replace('_', ' ')} | {span} | "
                          f"{_num(r['median'], 3) if r else '—'} | {curve[0]:.3g} | "
-                         f"{curve[-1]:.3g} | {left if left else 'never'} |")
+                         f"{curve[-1]:.3g} | {left if left else 'never'} | "
+                         f"{_share(d, name)} |")
         if d.get("note"):
             lines += ["", d["note"]]
     else:
@@ -187,6 +190,8 @@ def compare_table(paths: list[str | Path]) -> str:
     for stat in ("sharpness", "colour_distance", "token_entropy"):
         rows.append((f"drift {stat.replace('_', ' ')} leaves at",
                      [_drift_step(m, stat) for m in evals]))
+        rows.append((f"drift {stat.replace('_', ' ')} in range",
+                     [_share(m.get("drift", {}), stat) for m in evals]))
     rows.append(("previews: worst pair PSNR",
                  [_num(m.get("previews", {}).get("worst_pair_psnr")) for m in evals]))
     rows.append(("NMI", [_num(m["actions"].get("nmi"), 3) for m in evals]))
@@ -210,6 +215,13 @@ def _drift_step(m: dict, stat: str) -> str:
         return "—"
     step = d["leaves_at"][stat]
     return str(step) if step else f">{d['steps']}"
+
+
+def _share(drift: dict, stat: str) -> str:
+    """The share of drift steps in the real range, as a percentage ('—' in files made before
+    genie measured it)."""
+    share = drift.get("in_range", {}).get(stat)
+    return "—" if share is None else f"{share:.0%}"
 
 
 def _name(path: str | Path) -> str:

@@ -44,6 +44,8 @@ def test_eval_world_writes_every_report(evaluated):
     assert s["precision"] == "fp32"  # the default: the figures of record are fp32's
     report = (out / "report.md").read_text()
     assert "| 4 |" in report and "ΔtPSNR" in report and "leaves at step" in report
+    assert "steps in range" in report
+    assert set(m["drift"]["in_range"]) == set(m["drift"]["leaves_at"])
     assert "; precision fp32" in report
     assert "vs copy" in report and m["copy_margin_sem"][0] is not None
     for png in ("horizons.png", "drift.png", "actions.png"):
@@ -65,6 +67,7 @@ def test_compare_prints_one_column_per_evaluation(evaluated, capsys):
     rows = {label: cells for label, *cells in (re.split(r"\s{2,}", line) for line in table[1:])}
     assert rows["ΔtPSNR(4)"][0] == rows["ΔtPSNR(4)"][1]
     assert len(rows["PSNR ceiling h=6"]) == 2 and "NMI" in rows
+    assert rows["drift token entropy in range"][0].endswith("%")
 
 
 @pytest.mark.parametrize(("args", "message"), [

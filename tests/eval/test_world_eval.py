@@ -221,9 +221,10 @@ def test_drift_finds_a_fading_world_and_not_the_real_one(evaluate):
     assert set(fading["real"]) == {"sharpness", "colour_distance", "token_entropy"}
     for name in ("sharpness", "colour_distance", "token_entropy"):
         assert fading["leaves_at"][name] is not None and fading["leaves_at"][name] <= 3, name
+        assert fading["in_range"][name] <= 3 / 12, name
     # The oracle's frames are real (quantized) frames: what quantizing changes is the colours
     # and the fine detail, not the codes; it has no drift over time either way.
-    assert real["leaves_at"]["token_entropy"] is None
+    assert real["leaves_at"]["token_entropy"] is None and real["in_range"]["token_entropy"] == 1
 
 
 def test_same_seed_same_numbers_and_batching_does_not_move_actions(evaluate):
