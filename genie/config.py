@@ -129,6 +129,7 @@ class DynamicsConfig:
     latent: str | None = None
     sample_steps: int = 8  # MaskGIT iterations or DiT denoising steps per generated frame
     temperature: float = 1.0  # MaskGIT sampling temperature (0 = greedy)
+    top_p: float | None = None  # MaskGIT: sample among the codes holding this probability
     # MaskGIT: scale of the Gumbel noise on the confidences that pick which tokens to keep,
     # annealed to 0 over the steps (genie/dynamics/maskgit/sampler.py).
     confidence_noise: float = 1.0
@@ -137,7 +138,8 @@ class DynamicsConfig:
 
     def model_kwargs(self) -> dict:
         """The model's `__init__` arguments this section sets, for the chosen backend."""
-        exclude = ("train", "backend", "sample_steps", "temperature", "confidence_noise", "dit")
+        exclude = ("train", "backend", "sample_steps", "temperature", "top_p", "confidence_noise",
+                   "dit")
         if self.backend == "dit":
             if self.context_noise:
                 raise GenieError("dynamics.context_noise swaps MaskGIT tokens and means nothing "
@@ -157,7 +159,7 @@ class DynamicsConfig:
                     "context_noise": self.dit.context_noise,
                     "shift": self.dit.shift}
         return {"steps": self.sample_steps, "temperature": self.temperature,
-                "confidence_noise": self.confidence_noise}
+                "top_p": self.top_p, "confidence_noise": self.confidence_noise}
 
 
 def _model_kwargs(section, exclude=("train",)) -> dict:

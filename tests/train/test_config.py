@@ -55,7 +55,8 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
 def test_each_backend_gets_only_its_own_model_and_sampler_settings():
     maskgit = load_config("test").dynamics
     assert "context_noise" in maskgit.model_kwargs() and "prediction" not in maskgit.model_kwargs()
-    assert set(maskgit.sampler_settings()) == {"steps", "temperature", "confidence_noise"}
+    assert set(maskgit.sampler_settings()) == {"steps", "temperature", "top_p",
+                                               "confidence_noise"}
     assert "confidence_noise" not in load_config("test", ["dynamics.backend=dit"]
                                                  ).dynamics.sampler_settings()
     dit = load_config("test", ["dynamics.backend=dit", "dynamics.dit.context_noise=0.2"]).dynamics
