@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -33,6 +35,19 @@ def test_the_bf16_probe_keeps_the_fastest_of_several_products(monkeypatch, durat
         assert cpu_bf16_is_fast() is fast
     finally:
         cpu_bf16_is_fast.cache_clear()
+
+
+def test_the_bf16_probe_runs_off_the_callers_thread(monkeypatch):
+    # OpenMP threads it started on the caller's thread would slow a world stepped elsewhere.
+    threads = []
+    monkeypatch.setattr("genie.train.compute.time.perf_counter",
+                        lambda: threads.append(threading.current_thread()) or 0.0)
+    cpu_bf16_is_fast.cache_clear()
+    try:
+        cpu_bf16_is_fast()
+    finally:
+        cpu_bf16_is_fast.cache_clear()
+    assert threads and threading.current_thread() not in threads
 
 
 def test_precision_asked_for_is_kept_and_a_bad_one_named():
