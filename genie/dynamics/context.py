@@ -30,16 +30,21 @@ class SamplerState:
     rng: Tensor  # the generator's state
     # The last frame (B, N, ...) and its action (B,), kept but not yet in the cache.
     pending: tuple[Tensor, Tensor] | None = None
+    copies: int = 1  # the batch is this many copies of B / copies rows (see repeat)
 
     def repeat(self, times: int) -> SamplerState:
-        """`times` copies of every batch row (previews of several actions from one state)."""
+        """`times` copies of every batch row (previews of several actions from one state).
+
+        Every copy gets the random draws the rows would get on their own, so the preview of an
+        action is the frame that stepping with it gives."""
         def rows(x: Tensor) -> Tensor:
             return x.repeat((times,) + (1,) * (x.dim() - 1))
 
         pending = None if self.pending is None else (rows(self.pending[0]), rows(self.pending[1]))
         return dataclasses.replace(
             self, frames=rows(self.frames), actions=rows(self.actions), pending=pending,
-            cache=None if self.cache is None else self.cache.repeat(times))
+            cache=None if self.cache is None else self.cache.repeat(times),
+            copies=self.copies * times)
 
 
 class ContextSampler:
@@ -69,6 +74,7 @@ class ContextSampler:
         self._position = 0
         self._cache: KVCache | None = None
         self._pending: tuple[Tensor, Tensor] | None = None
+        self._copies = 1  # see SamplerState.repeat
 
     @property
     def position(self) -> int:
@@ -91,6 +97,7 @@ class ContextSampler:
         frame_actions = model.frame_actions(actions.to(model.device).long(), t)
         if seed is not None:
             self.generator.manual_seed(seed)
+        self._copies = 1
         frames = self._context(tokens.to(model.device))  # (B, t, N, ...)
         self._cache, self._pending = None, None
         if self.settings.use_cache:
@@ -104,13 +111,13 @@ class ContextSampler:
         self._require_context()
         cache = None if self._cache is None else self._cache.clone()
         return SamplerState(self._frames, self._actions, self._position, cache,
-                            self.generator.get_state(), self._pending)
+                            self.generator.get_state(), self._pending, self._copies)
 
     def load_state(self, state: SamplerState) -> None:
         """Rewind to a snapshot; the same snapshot can be loaded any number of times."""
         self._frames, self._actions, self._position = state.frames, state.actions, state.position
         self._cache = None if state.cache is None else state.cache.clone()
-        self._pending = state.pending
+        self._pending, self._copies = state.pending, state.copies
         self.generator.set_state(state.rng)
 
     @torch.no_grad()
@@ -150,6 +157,15 @@ class ContextSampler:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _draw(self, shape: tuple[int, ...], normal: bool = False) -> Tensor:
+        """Uniform (or normal) draws of `shape` (B, ...) from the sampler's stream. A batch of
+        copies (SamplerState.repeat) draws for one copy and repeats it, as that copy alone
+        would draw them."""
+        one = (shape[0] // self._copies, *shape[1:])
+        draw = torch.randn if normal else torch.rand
+        x = draw(one, generator=self.generator, device=self.generator.device)
+        return x if self._copies == 1 else x.repeat(self._copies, *(1,) * (len(shape) - 1))
 
     def _take_pending(self) -> tuple[Tensor, Tensor] | None:
         """The frame and action waiting to enter the cache, for the caller to commit now."""

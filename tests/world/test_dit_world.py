@@ -69,6 +69,9 @@ def test_cached_and_uncached_worlds_agree_and_undo_is_exact(dit_world, world):
     previews = world.preview()
     assert previews.shape == (world.num_actions, 64, 64, 3)
     assert np.array_equal(world.rollout([1, 2]), after)  # the preview left no trace
+    for action, preview in enumerate(previews):  # the same noise as the step itself draws
+        world.restore(state)
+        assert np.array_equal(world.step(action), preview), action
 
 
 def test_a_bf16_dit_world_repeats_itself_and_undoes_exactly(dit_world):

@@ -72,6 +72,9 @@ def test_restore_undoes_exactly_and_previews_leave_no_trace(world):
     previews = world.preview()
     assert previews.shape == (world.num_actions, 64, 64, 3)
     assert np.array_equal(world.rollout([1, 2]), after)  # the generator was rewound too
+    for action, preview in enumerate(previews):  # sampled codes, and still what a key does
+        world.restore(state)
+        assert np.array_equal(world.step(action), preview), action
 
 
 def test_parts_that_do_not_fit_fail_at_load(tiny_world, tmp_path):

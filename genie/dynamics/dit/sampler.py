@@ -84,7 +84,7 @@ class DiTSampler(ContextSampler):
         """The new frame's clean latents (B, N, C), integrated from noise at level 1 to 0."""
         self._flush()
         b, _, n, c = self._frames.shape
-        x = torch.randn(b, n, c, generator=self.generator, device=self._frames.device)
+        x = self._draw((b, n, c), normal=True)
         scheduler = self.scheduler
         scheduler.set_timesteps(self.settings.steps, device=x.device)
         for i, t in enumerate(scheduler.timesteps):
@@ -106,7 +106,7 @@ class DiTSampler(ContextSampler):
     def _noised(self, x0: Tensor) -> Tensor:
         """Clean latents (B, T, N, C) -> the same at the context level, with seeded noise."""
         tau = self.settings.context_noise
-        noise = torch.randn(x0.shape, generator=self.generator, device=x0.device)
+        noise = self._draw(tuple(x0.shape), normal=True)
         return (1 - tau) * x0 + tau * noise
 
     def _context_levels(self, b: int, t: int) -> Tensor:

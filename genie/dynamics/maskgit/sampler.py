@@ -142,9 +142,8 @@ class MaskGITSampler(ContextSampler):
         # code of probability 0 (filtered out), whose cumulative sum equals its predecessor's.
         cdf = logits.softmax(-1).cumsum(-1)  # (B, M, K)
         b, n = rows.shape[0], self._frames.shape[2]
-        u = torch.rand(b, n, generator=self.generator, device=cdf.device).gather(1, rows)
+        u = self._draw((b, n)).gather(1, rows)
         return torch.searchsorted(cdf, u[..., None] * cdf[..., -1:], right=True)[..., 0]
 
-    def _gumbel(self, shape: torch.Size) -> Tensor:
-        u = torch.rand(shape, generator=self.generator, device=self.generator.device)
-        return -torch.log(-torch.log(u.clamp_min(1e-20)))
+    def _gumbel(self, shape: tuple[int, ...]) -> Tensor:
+        return -torch.log(-torch.log(self._draw(shape).clamp_min(1e-20)))
