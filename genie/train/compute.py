@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -69,20 +69,8 @@ def cpu_bf16_is_fast() -> bool:
     ran at half speed: `genie play --headless` made 10-11 frames/s after the probe against
     19-21 with it on its own thread (2 cores).
     """
-    outcome: list = []
-
-    def probe() -> None:
-        try:
-            outcome.append(_bf16_products_faster())
-        except BaseException as e:  # raised on the caller's thread below
-            outcome.append(e)
-
-    thread = threading.Thread(target=probe, name="genie-bf16-probe")
-    thread.start()
-    thread.join()
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie-bf16-probe") as pool:
+        return pool.submit(_bf16_products_faster).result()  # the thread ends with the `with`
 
 
 def _bf16_products_faster() -> bool:
