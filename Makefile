@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Play the world shipped with genie (without a display it says how to run headless).
+# Play the world shipped with genie (without a display it says how to run headless; the
+# command it suggests needs the venv on PATH, hence the second line).
 play: $(STAMP)
-	$(BIN)/genie play
+	@$(BIN)/genie play || { echo "(genie is installed in $(VENV): 'source $(BIN)/activate' puts it on PATH)"; exit 1; }
 
 # Record CoinRun gameplay, prepare it into a dataset and describe it.
 demo: $(STAMP)
