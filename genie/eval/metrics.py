@@ -1,4 +1,4 @@
-"""Frame metrics, exactly as shared/DESIGN.md defines them.
+"""Frame metrics, the one definition every report uses (README, "Evaluate a world", "Metrics").
 
 PSNR: per frame, on uint8 frames scaled to [0, 1], capped at 60 dB (identical frames).
 SSIM: per frame, 11×11 Gaussian window (σ = 1.5), per RGB channel, averaged over channels.

@@ -5,7 +5,7 @@ sampling seed: (a) with the latent actions the LAM infers from the real continua
 random latent actions, (c) the copy baseline (the last prompt frame as the world shows it,
 repeated). Per horizon h: PSNR and SSIM of each against the real frame, ΔtPSNR(h) = PSNR(a) -
 PSNR(b), and the tokenizer's own reconstruction of the real frame, the ceiling no generated
-frame can beat on average. Definitions: shared/DESIGN.md, "Metrics".
+frame can beat on average. Definitions: genie/eval/metrics.py.
 
 The evaluator talks to any object with the `EvalWorld` interface, so tests can hand it fakes
 (an oracle, a copier, a world that ignores its actions); `TokenizedWorld` gives a real
