@@ -15,6 +15,8 @@ from pathlib import Path
 from genie.errors import GenieError
 from genie.malloc import keep_freed_memory
 
+SEED_MAX = 2**32 - 1
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is one line that says where to look, not a usage dump."""
@@ -37,6 +39,18 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed that numpy, torch and procgen all take: a whole number in 0..2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to "
+                                         f"{SEED_MAX}")
     return value
 
 
@@ -103,7 +117,8 @@ def _add_data(sub) -> None:
     rec.add_argument("--episodes", type=_positive_int, default=10, help="episodes to record")
     rec.add_argument("--max-steps", type=_positive_int, default=1000,
                      help="cap on actions per episode (default: 1000, CoinRun's own limit)")
-    rec.add_argument("--seed", type=int, default=0, help="seed for levels and agent")
+    rec.add_argument("--seed", type=_seed, default=0,
+                     help="seed for levels and agent (default: 0)")
     rec.add_argument("--mode", choices=["easy", "hard"], default="hard",
                      help="procgen distribution mode (default: hard)")
     rec.add_argument("--start-level", type=int, default=0, help="first level of the range")
@@ -470,7 +485,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("-o", "--out", required=True,
                      help="output .mp4, .gif, or .npy for raw frames")
     gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    gen.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
                      help="sampling steps per frame (default: the world's)")
     _add_sampler_args(gen)
@@ -501,7 +516,8 @@ def _add_eval(sub) -> None:
         "true action it co-occurs with most (with the mapping).",
     )
     _add_eval_args(lam, seq_len=8)
-    lam.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    lam.add_argument("--seed", type=_seed, default=0,
+                     help="seed of the random actions (default: 0)")
     lam.set_defaults(func=_eval_lam)
     _add_eval_world(esub)
 
@@ -525,7 +541,7 @@ def _add_eval_world(esub) -> None:
                        help="frames generated after the prompt (default: 16)")
     world.add_argument("--clips", type=_positive_int, default=64,
                        help="held-out clips, spread over the episodes (default: 64)")
-    world.add_argument("--seed", type=int, default=0,
+    world.add_argument("--seed", type=_seed, default=0,
                        help="seed of clip choice, actions and sampling (default: 0)")
     world.add_argument("--out", help="output folder (default: WORLD/eval, or eval/coinrun-tiny "
                        "here for the shipped world)")
@@ -615,7 +631,7 @@ def _add_play(sub) -> None:
     play.add_argument("--record", metavar="OUT.mp4", help="record from the start into this mp4")
     play.add_argument("--no-previews", action="store_true",
                       help="do not compute what each action would do")
-    play.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    play.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     play.add_argument("--headless", action="store_true",
                       help="no window: run --steps scripted steps and print the speed")
     play.add_argument("--steps", type=_positive_int,

@@ -41,6 +41,11 @@ def test_help_imports_nothing_heavy():
         (["data", "record", "coinrun", "--out", "x", "--repeat", "0"], "at least 1"),
         (["data", "record", "pong", "--out", "x"], "invalid choice"),
         (["data", "info", "/no/such/dataset"], "does not exist"),
+        (["data", "record", "coinrun", "--out", "x", "--seed", "-1"], "'-1' is not a seed"),
+        (["generate", "-o", "x.mp4", "--seed", "-1"], "'-1' is not a seed"),
+        (["play", "--headless", "--seed", "-2"], "'-2' is not a seed"),
+        (["eval", "world", "--data", "d", "--seed", "-1"], "'-1' is not a seed"),
+        (["eval", "lam", "--model", "m", "--data", "d", "--seed", "4294967296"], "not a seed"),
         (["fly"], "invalid choice"),
         (["train"], "required: STAGE"),
         (["train", "tokenizer", "--data", "d", "--out", "o", "--device", "tpu"], "invalid choice"),
@@ -49,7 +54,8 @@ def test_help_imports_nothing_heavy():
         (["eval", "tokenizer", "--model", "/no/run", "--data", "d"], "no tokenizer model"),
     ],
 )
-def test_mistakes_are_one_line(argv, message, capsys):
+def test_mistakes_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     try:
         code = main(argv)
     except SystemExit as exit:
@@ -57,3 +63,4 @@ def test_mistakes_are_one_line(argv, message, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not any(tmp_path.iterdir())  # a refused command leaves nothing behind

@@ -111,6 +111,8 @@ def _check(s: RecordSettings) -> None:
         raise GenieError(f"--mode {s.mode!r} must be easy or hard")
     if s.episodes < 1 or s.max_steps < 1 or s.repeat < 1:
         raise GenieError("--episodes, --max-steps and --repeat must be at least 1")
+    if not 0 <= s.seed < 2**32:
+        raise GenieError(f"--seed {s.seed} must lie in 0..{2**32 - 1}")
     if s.start_level < 0 or s.levels < 0 or s.start_level + s.levels > MAX_LEVEL:
         raise GenieError(f"levels must lie in 0..{MAX_LEVEL}: check --start-level and --levels")
     if s.size < 8:
