@@ -16,6 +16,8 @@ from genie.errors import GenieError
 from genie.malloc import keep_freed_memory
 
 SEED_MAX = 2**32 - 1
+# Below 0.01 fps a video's rate (kept to 1/1000) and a GIF's frame time (655 s at most) break.
+FPS_MIN, FPS_MAX = 0.01, 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +53,18 @@ def _seed(text: str) -> int:
     if not 0 <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to "
                                          f"{SEED_MAX}")
+    return value
+
+
+def _frame_rate(text: str) -> float:
+    """Frames (or steps) a second: 0.01..1000, fractions welcome (videos keep them exactly)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not FPS_MIN <= value <= FPS_MAX:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate: give a number of frames "
+                                         f"a second from {FPS_MIN} to {FPS_MAX} (e.g. 15 or 7.5)")
     return value
 
 
@@ -147,7 +161,8 @@ def _add_data(sub) -> None:
                       help="frame size, N or HxW (default: 64; e.g. 90x160)")
     prep.add_argument("--crop", choices=["center"],
                       help="crop to the target aspect before resizing (default: resize only)")
-    prep.add_argument("--fps", type=float, help="subsample to this frame rate (default: keep all)")
+    prep.add_argument("--fps", type=_frame_rate,
+                      help="subsample to this frame rate (default: keep all)")
     prep.add_argument("--val-fraction", type=float, default=0.05,
                       help="share of episodes held out for validation (default: 0.05)")
     prep.add_argument("--split-scenes", action="store_true",
@@ -489,7 +504,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
                      help="sampling steps per frame (default: the world's)")
     _add_sampler_args(gen)
-    gen.add_argument("--fps", type=float, default=15, help="frame rate of the video")
+    gen.add_argument("--fps", type=_frame_rate, default=15,
+                     help="frame rate of the video (default: 15)")
     gen.add_argument("--scale", type=_positive_int, default=4,
                      help="upscale the video by this factor, pixels kept sharp (default: 4)")
     _add_compute_args(gen)
@@ -626,7 +642,7 @@ def _add_play(sub) -> None:
                       help="step through recorded episodes instead of a world")
     play.add_argument("--scale", type=_positive_int, default=8,
                       help="window pixels per frame pixel (default: 8)")
-    play.add_argument("--fps-cap", type=float,
+    play.add_argument("--fps-cap", type=_frame_rate,
                       help="at most this many steps a second (default: 15; headless: none)")
     play.add_argument("--record", metavar="OUT.mp4", help="record from the start into this mp4")
     play.add_argument("--no-previews", action="store_true",

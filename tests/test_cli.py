@@ -37,6 +37,7 @@ def test_help_imports_nothing_heavy():
     [
         (["data", "prepare", "src"], "required: --out"),
         (["data", "prepare", "src", "--out", "x", "--size", "big"], "is not N or HxW"),
+        (["data", "prepare", "src", "--out", "x", "--fps", "nan"], "'nan' is not a frame rate"),
         (["data", "record", "coinrun", "--out", "x", "--episodes", "0"], "at least 1"),
         (["data", "record", "coinrun", "--out", "x", "--repeat", "0"], "at least 1"),
         (["data", "record", "pong", "--out", "x"], "invalid choice"),

@@ -58,7 +58,6 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
     (["--world", "{world}", "--steps", "3"], "--steps counts frames of a --headless run"),
     (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
     (["--replay", "{tmp}/nowhere"], "does not exist"),
-    (["--world", "{world}", "--fps-cap", "0"], "--fps-cap 0: give a number"),
     (["--world", "{world}", "--temperature", "-1"], "temperature must be >= 0"),
     (["--world", "{world}", "--top-p", "1.5"], "top_p must be in (0, 1]"),
     (["--replay", "{tmp}/nowhere", "--temperature", "1"], "needs no --world, --prompt or sampl"),
@@ -67,6 +66,17 @@ def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message
     args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]
     assert main(["play", *args, "--device", "cpu"]) == 2
     one_line_error(capsys, message)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--fps-cap", "0"), ("--fps-cap", "-1"),
+                                               ("--fps-cap", "nan"), ("--seed", "-1")])
+def test_bad_numbers_are_refused_before_the_world_loads(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit:
+        main(["play", "--headless", option, value, "--record", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"argument {option}: {value!r} is not a" in err and "\n" not in err, err
+    assert not any(tmp_path.iterdir())
 
 
 def test_no_world_says_how_to_train_one(monkeypatch, tmp_path, capsys):

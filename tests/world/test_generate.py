@@ -110,3 +110,26 @@ def test_side_by_side_from_the_prompt_video_with_its_own_actions(tiny_world, coi
     assert generate(tiny_world, "--prompt", spec, "--prompt-frames", 2, "--actions-from", spec,
                     "--frames", 5, "--seed", 3, "-o", first, "--scale", 1) == 0
     assert np.array_equal(np.load(again), np.load(first))
+
+
+@pytest.mark.parametrize("fps", ["-5", "0", "nan", "fast"])
+def test_a_bad_frame_rate_is_refused_before_any_frame(tmp_path, capsys, fps):
+    with pytest.raises(SystemExit) as exit:  # refused while parsing: no world is even loaded
+        main(["generate", "--fps", fps, "-o", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{fps!r} is not a frame rate" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_fractional_frame_rate_is_written_exactly(tiny_world, tmp_path):
+    import json
+    from fractions import Fraction
+
+    import av
+
+    out = tmp_path / "slow.mp4"
+    assert generate(tiny_world, "--actions", "1", "--fps", 7.5, "-o", out, "--scale", 1) == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].average_rate == Fraction(15, 2)
+    assert json.loads(out.with_suffix(".json").read_text())["fps"] == 7.5
