@@ -68,6 +68,22 @@ def _frame_rate(text: str) -> float:
     return value
 
 
+def _clip_path(text: str) -> str:
+    from genie.generate import CLIP_SUFFIXES
+
+    if Path(text).suffix.lower() not in CLIP_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a clip name: end it in .mp4 or .gif "
+                                         "(a video) or .npy (the frames themselves)")
+    return text
+
+
+def _mp4_path(text: str) -> str:
+    if Path(text).suffix.lower() != ".mp4":
+        raise argparse.ArgumentTypeError(f"{text!r} is not an mp4 name: recordings are mp4 "
+                                         "video, so end it in .mp4")
+    return text
+
+
 def _size(text: str) -> tuple[int, int]:
     from genie.data.video import parse_size
 
@@ -434,6 +450,7 @@ def _generate(args: argparse.Namespace) -> None:
     from genie.prompts import load_prompt
     from genie.worlds import default_world
 
+    recipe = gen.recipe_path(args.out)  # refused now, not after every frame is made
     _setup_compute(args)
     world = genie.load(args.world or default_world(), device=args.device,
                        sampler=_sampler_overrides(args), precision=args.precision)
@@ -465,7 +482,7 @@ def _generate(args: argparse.Namespace) -> None:
         gif = out.with_suffix(".gif")
         written.append(gen.save_clip(frames, gif, fps=args.fps, scale=args.scale))
     written.append(gen.save_recipe(
-        out.with_suffix(".json"), world, prompt=args.prompt, prompt_frames=len(prompt),
+        recipe, world, prompt=args.prompt, prompt_frames=len(prompt),
         actions=actions, seed=args.seed, side_by_side=args.side_by_side, fps=args.fps,
         scale=args.scale))
     print(f"{len(actions)} frames generated after {len(prompt)} prompt frames: "
@@ -497,8 +514,9 @@ def _add_generate(sub) -> None:
                      help="frames to generate (default: one per action given, 32 random)")
     gen.add_argument("--side-by-side", action="store_true",
                      help="show the prompt video's real continuation to the left")
-    gen.add_argument("-o", "--out", required=True,
-                     help="output .mp4, .gif, or .npy for raw frames")
+    gen.add_argument("-o", "--out", required=True, type=_clip_path,
+                     help="output clip: .mp4 or .gif (scaled up by --scale), or .npy for the "
+                     "frames themselves (uint8 T,H,W,3 at the world's size)")
     gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
     gen.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
@@ -507,7 +525,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--fps", type=_frame_rate, default=15,
                      help="frame rate of the video (default: 15)")
     gen.add_argument("--scale", type=_positive_int, default=4,
-                     help="upscale the video by this factor, pixels kept sharp (default: 4)")
+                     help="upscale the .mp4 or .gif by this factor, pixels kept sharp "
+                     "(default: 4)")
     _add_compute_args(gen)
     _add_precision_arg(gen)
     gen.set_defaults(func=_generate)
@@ -644,7 +663,8 @@ def _add_play(sub) -> None:
                       help="window pixels per frame pixel (default: 8)")
     play.add_argument("--fps-cap", type=_frame_rate,
                       help="at most this many steps a second (default: 15; headless: none)")
-    play.add_argument("--record", metavar="OUT.mp4", help="record from the start into this mp4")
+    play.add_argument("--record", metavar="OUT.mp4", type=_mp4_path,
+                      help="record from the start into this mp4")
     play.add_argument("--no-previews", action="store_true",
                       help="do not compute what each action would do")
     play.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")

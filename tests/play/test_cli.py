@@ -79,6 +79,16 @@ def test_bad_numbers_are_refused_before_the_world_loads(tmp_path, capsys, option
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name", ["x.gif", "x.npy", "x"])
+def test_recordings_are_mp4_by_name(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit:
+        main(["play", "--headless", "--record", str(tmp_path / name)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not an mp4 name" in err and "\n" not in err, err
+    assert not any(tmp_path.iterdir())
+
+
 def test_no_world_says_how_to_train_one(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(genie.worlds, "DEFAULT_WORLD", tmp_path / "coinrun-tiny")
     assert main(["play", "--headless"]) == 2

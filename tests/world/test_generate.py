@@ -133,3 +133,35 @@ def test_a_fractional_frame_rate_is_written_exactly(tiny_world, tmp_path):
     with av.open(str(out)) as container:
         assert container.streams.video[0].average_rate == Fraction(15, 2)
     assert json.loads(out.with_suffix(".json").read_text())["fps"] == 7.5
+
+
+@pytest.mark.parametrize("name", ["x.json", "x.txt", "x.mkv", "x"])
+def test_only_the_formats_written_are_accepted(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit:
+        main(["generate", "-o", str(tmp_path / name)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a clip name: end it in .mp4 or .gif" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_recipe_never_replaces_a_file_that_is_not_one(coinrun_dataset, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(coinrun_dataset, data)
+    index = (data / "index.json").read_text()
+    assert main(["generate", "-o", str(data / "index.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "index.json is not a genie recipe" in err and err.count("\n") == 1
+    assert (data / "index.json").read_text() == index and not (data / "index.mp4").exists()
+
+
+def test_npy_holds_the_frames_at_the_worlds_size(tiny_world, tmp_path):
+    out = tmp_path / "frames.npy"
+    assert generate(tiny_world, "--actions", "1,2", "-o", out) == 0  # --scale 4 is for videos
+    frames = np.load(out)
+    assert frames.shape == (4 + 2, 64, 64, 3) and frames.dtype == np.uint8
+    # The clip's own recipe from the first run is no obstacle: the same clip is made again.
+    assert generate(tiny_world, "--actions", "1,2", "-o", out) == 0
+    assert np.array_equal(np.load(out), frames)
