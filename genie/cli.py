@@ -451,28 +451,20 @@ def _generate(args: argparse.Namespace) -> None:
     from genie.worlds import default_world
 
     recipe = gen.recipe_path(args.out)  # refused now, not after every frame is made
+    _check_frame_options(args)
     _setup_compute(args)
     world = genie.load(args.world or default_world(), device=args.device,
                        sampler=_sampler_overrides(args), precision=args.precision)
     context = min(args.prompt_frames or world.context, world.context)
     source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
-                         world.prompt_files()) if args.side_by_side else None
+                         world.prompt_files(), "--prompt") if args.side_by_side else None
     prompt = source[:context] if source is not None else \
-        load_prompt(args.prompt, world.size, context, world.prompt_files())
-    if args.actions:
-        actions = gen.parse_actions(args.actions, world.num_actions)
-    elif args.actions_from:
-        video = load_prompt(args.actions_from, world.size, None)
-        # The prompt's own video: its actions from the prompt's last frame on.
-        skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
-        actions = gen.actions_from_video(world, video)[skip:]
-    else:
-        count = args.random_actions or args.frames or 32
-        actions = gen.random_actions(count, world.num_actions, args.seed)
-    actions = actions[:args.frames] if args.frames else actions
+        load_prompt(args.prompt, world.size, context, world.prompt_files(), "--prompt")
     if args.side_by_side and len(source) <= len(prompt):
-        raise GenieError(f"--side-by-side needs the real continuation, but prompt {args.prompt} "
-                         f"has only {len(source)} frames: give a longer video or dataset episode")
+        raise GenieError(f"--side-by-side needs the real continuation, but --prompt {args.prompt} "
+                         f"has only {len(source)} frames: give a longer video or a dataset "
+                         "episode (--prompt DATASET:EPISODE)")
+    actions = _generate_actions(args, world, prompt)
     frames = gen.generate(world, prompt, actions, seed=args.seed)
     if args.side_by_side:
         frames = gen.side_by_side(frames, source[:len(frames)])
@@ -487,6 +479,40 @@ def _generate(args: argparse.Namespace) -> None:
         scale=args.scale))
     print(f"{len(actions)} frames generated after {len(prompt)} prompt frames: "
           f"{', '.join(map(str, written))}")
+
+
+def _check_frame_options(args: argparse.Namespace) -> None:
+    """What generate's options ask for, where they contradict each other (before any loading)."""
+    if args.random_actions and args.frames and args.random_actions != args.frames:
+        raise GenieError(f"--random-actions {args.random_actions} and --frames {args.frames} "
+                         "both say how many frames to make: give one of them")
+    if args.side_by_side and args.prompt is None:
+        raise GenieError("--side-by-side shows the real frames after the prompt, which the "
+                         "world's own prompts lack: give --prompt with a video or a dataset "
+                         "episode (--prompt DATASET:EPISODE)")
+
+
+def _generate_actions(args: argparse.Namespace, world, prompt) -> list[int]:
+    """One latent action per frame to make: --frames of them when it is given."""
+    from genie import generate as gen
+    from genie.prompts import load_prompt
+
+    if args.actions is not None:
+        actions = gen.parse_actions(args.actions, world.num_actions)
+        # As play's --actions: the list repeated in turn for as many frames as asked.
+        return gen.repeated(actions, args.frames) if args.frames else actions
+    if args.actions_from:
+        video = load_prompt(args.actions_from, world.size, None, name="--actions-from")
+        # The prompt's own video: its actions from the prompt's last frame on.
+        skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
+        actions = gen.actions_from_video(world, video)[skip:]
+        if args.frames and len(actions) < args.frames:
+            raise GenieError(f"--actions-from {args.actions_from} gives {len(actions)} actions, "
+                             f"fewer than --frames {args.frames}: give a longer video or fewer "
+                             "--frames")
+        return actions[:args.frames] if args.frames else actions
+    return gen.random_actions(args.frames or args.random_actions or 32, world.num_actions,
+                              args.seed)
 
 
 def _add_generate(sub) -> None:
@@ -504,7 +530,8 @@ def _add_generate(sub) -> None:
                      help="context frames taken from a video prompt (default: the world's "
                      "context)")
     how = gen.add_mutually_exclusive_group()
-    how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4")
+    how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4 (repeated in turn when "
+                     "--frames asks for more)")
     how.add_argument("--random-actions", type=_positive_int, metavar="N",
                      help="N random actions, each held 1-4 steps")
     how.add_argument("--actions-from", metavar="VIDEO",
@@ -519,7 +546,7 @@ def _add_generate(sub) -> None:
                      "frames themselves (uint8 T,H,W,3 at the world's size)")
     gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
     gen.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
-    gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
+    gen.add_argument("--sampling-steps", type=_positive_int,
                      help="sampling steps per frame (default: the world's)")
     _add_sampler_args(gen)
     gen.add_argument("--fps", type=_frame_rate, default=15,

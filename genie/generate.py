@@ -15,6 +15,9 @@ CLIP_SUFFIXES = (".mp4", ".gif", ".npy")  # what save_clip writes
 
 def parse_actions(text: str, num_actions: int) -> list[int]:
     """'0,0,3x4,2' (latent actions 0..A-1; NxK repeats action N K times) -> actions."""
+    if not text.strip():
+        raise GenieError("--actions is empty: give latent actions such as 0,0,3x4 (0, 0, then 3 "
+                         "four times), or leave it out for random ones")
     actions = []
     for item in text.replace(" ", "").split(","):
         action, _, times = item.partition("x")
@@ -28,6 +31,11 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
                              "and repeats are at least 1")
         actions += [a] * n
     return actions
+
+
+def repeated(actions: list[int], count: int) -> list[int]:
+    """`count` actions: `actions` over and over, in turn."""
+    return [actions[i % len(actions)] for i in range(count)]
 
 
 def random_actions(count: int, num_actions: int, seed: int, hold: int = 4) -> list[int]:

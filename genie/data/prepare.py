@@ -356,7 +356,7 @@ def _decode_source(job) -> dict:
     """Decode one file into `tmp_dir/<i>.npy`; runs in a worker process."""
     import av
 
-    from genie.data.video import DecodeReport, read_frames
+    from genie.data.video import DecodeReport, decode_problem, read_frames
 
     i, path, rel, tmp_dir, s = job
     s = PrepareSettings(**{**s, "size": tuple(s["size"])})
@@ -387,8 +387,7 @@ def _decode_source(job) -> dict:
             prev = frame.rgb.astype(np.int16)
     except (av.error.FFmpegError, OSError) as e:
         writer.abort()
-        reason = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without the path
-        result["problem"] = f"not a readable video ({reason})"
+        result["problem"] = f"not a readable video ({decode_problem(e)})"
         return result
     writer.close()
     result["tmp"] = str(tmp)

@@ -34,6 +34,11 @@ def parse_size(text: str) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
+def decode_problem(error: Exception) -> str:
+    """FFmpeg's words for why a file does not decode, without its error number or the path."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def center_crop_box(height: int, width: int, aspect: float) -> tuple[int, int, int, int]:
     """The largest centred (top, left, h, w) box of a height×width frame with w/h == aspect."""
     if width / height > aspect:

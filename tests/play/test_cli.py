@@ -61,9 +61,13 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
     (["--world", "{world}", "--temperature", "-1"], "temperature must be >= 0"),
     (["--world", "{world}", "--top-p", "1.5"], "top_p must be in (0, 1]"),
     (["--replay", "{tmp}/nowhere", "--temperature", "1"], "needs no --world, --prompt or sampl"),
+    (["--replay", "{data}:x"], "--replay {data}:x: the episode after the colon must be a number"),
+    (["--world", "{world}", "--prompt", "{data}:x"], "the episode after the colon must be a"),
 ])
-def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message):
-    args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]
+def test_bad_input_is_one_clear_line(tiny_world, coinrun_dataset, tmp_path, capsys, args,
+                                     message):
+    args = [a.format(tmp=tmp_path, world=tiny_world, data=coinrun_dataset) for a in args]
+    message = message.format(data=coinrun_dataset)
     assert main(["play", *args, "--device", "cpu"]) == 2
     one_line_error(capsys, message)
 

@@ -25,6 +25,7 @@ def prompt_files(tiny_world, tmp_path_factory):
         for frame in clip:
             writer.write(frame)
     (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "broken.mp4").write_bytes(b"not a video")
     return folder
 
 
@@ -63,20 +64,46 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--prompt", "missing.png"], "prompt missing.png does not exist"),
+    (["--prompt", "missing.png"], "--prompt missing.png does not exist"),
     (["--prompt", "{dir}/broken.png"], "could not be read"),
+    (["--prompt", "{dir}/broken.mp4"], "broken.mp4 is not a readable video (Invalid data"),
+    (["--prompt", "{data}:abc"], "abc: the episode after the colon must be a number"),
     (["--actions", "1,99"], "actions are 0..7"),
-    (["--actions-from", "missing.mp4"], "prompt missing.mp4 does not exist"),
+    (["--actions", ""], "--actions is empty: give latent actions such as 0,0,3x4"),
+    (["--actions-from", "missing.mp4"], "--actions-from missing.mp4 does not exist"),
+    (["--actions-from", "{dir}/broken.mp4"], "--actions-from {dir}/broken.mp4 is not a readable"),
+    (["--actions-from", "{dir}/clip.mp4", "--frames", "40"],
+     "gives 3 actions, fewer than --frames 40"),
+    (["--random-actions", "3", "--frames", "5"], "both say how many frames to make"),
+    (["--side-by-side"], "world's own prompts lack: give --prompt with a video or a dataset"),
     (["--prompt", "{dir}/frame.png", "--side-by-side"], "needs the real continuation"),
     (["--actions", "left"], "is not an action number"),
     (["--confidence-noise", "-1"], "confidence_noise must be >= 0"),
 ])
-def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys, args, message):
-    args = [a.replace("{dir}", str(prompt_files)) for a in args]
+def test_bad_input_is_one_clear_line(tiny_world, prompt_files, coinrun_dataset, tmp_path, capsys,
+                                     args, message):
+    args = [a.format(dir=prompt_files, data=coinrun_dataset) for a in args]
     assert generate(tiny_world, *args, "--out", tmp_path / "x.mp4") == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message.format(dir=prompt_files) in err and err.count("\n") == 1, err
+    assert "Errno" not in err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_actions_repeat_in_turn_for_the_frames_asked(tiny_world, tmp_path):
+    import json
+
+    out = tmp_path / "out.npy"
+    assert generate(tiny_world, "--actions", "1,2", "--frames", 5, "-o", out) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["actions"] == [1, 2, 1, 2, 1]
+    assert len(np.load(out)) == 4 + 5
+
+
+def test_steps_is_not_an_alias_of_sampling_steps(tmp_path, capsys):
+    # In play --steps counts frames; here it would silently have set the sampling steps.
+    with pytest.raises(SystemExit) as exit:
+        main(["generate", "--steps", "100", "-o", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2 and "unrecognized arguments: --steps" in capsys.readouterr().err
 
 
 def test_parse_actions_is_zero_based_with_repeats():
