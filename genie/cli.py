@@ -84,6 +84,27 @@ def _mp4_path(text: str) -> str:
     return text
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of at least 0")
+    return value
+
+
+def _top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share of the probability: give a "
+                                         "number above 0 and at most 1 (e.g. 0.9)")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     from genie.data.video import parse_size
 
@@ -215,22 +236,45 @@ def _add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") -
 
 
 def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
-    """Sampler overrides beside --sampling-steps (whose spelling differs per command)."""
-    parser.add_argument("--temperature", type=float,
-                        help="override the world's sampling temperature (0 = greedy)")
-    parser.add_argument("--top-p", type=float,
+    """Overrides of the world's sampler settings (_SAMPLER_OPTIONS)."""
+    parser.add_argument("--sampling-steps", type=_positive_int,
+                        help="sampling steps per frame (default: the world's)")
+    parser.add_argument("--temperature", type=_non_negative,
+                        help="MaskGIT: override the world's sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=_top_p,
                         help="MaskGIT: sample only among the most likely codes that together "
-                             "hold this much probability (1 = all)")
-    parser.add_argument("--confidence-noise", type=float,
+                             "hold this much probability, above 0 and at most 1 (1 = all)")
+    parser.add_argument("--confidence-noise", type=_non_negative,
                         help="MaskGIT: override the scale of the noise on the confidences that "
                              "pick the tokens each step keeps")
 
 
-def _sampler_overrides(args: argparse.Namespace) -> dict:
-    """The sampler settings given on the command line, by the samplers' names."""
-    given = {"steps": args.sampling_steps, "temperature": args.temperature,
-             "top_p": args.top_p, "confidence_noise": args.confidence_noise}
-    return {k: v for k, v in given.items() if v is not None}
+# The sampler options by the setting each overrides (named as in world.json's "sampler").
+_SAMPLER_OPTIONS = {"steps": "--sampling-steps", "temperature": "--temperature",
+                    "top_p": "--top-p", "confidence_noise": "--confidence-noise"}
+
+
+def _sampler_overrides(args: argparse.Namespace, world: str | Path | None) -> dict:
+    """The sampler settings given on the command line, by the samplers' names. Options that
+    `world`'s backend does not take (a DiT has no temperature) are refused before it loads."""
+    given = {name: getattr(args, option[2:].replace("-", "_"))
+             for name, option in _SAMPLER_OPTIONS.items()}
+    given = {name: value for name, value in given.items() if value is not None}
+    if world is not None and given:
+        from genie.dynamics import setting_names
+        from genie.world import read_meta
+
+        backend = read_meta(world).get("backend", "maskgit")
+        known = setting_names(backend)
+        foreign = [_SAMPLER_OPTIONS[name] for name in given if name not in known]
+        if foreign:
+            kind = {"dit": "DiT"}.get(backend, backend)
+            takes = ", ".join(o for name, o in _SAMPLER_OPTIONS.items() if name in known)
+            verb, them = ("apply", "them") if len(foreign) > 1 else ("applies", "it")
+            raise GenieError(f"{' and '.join(foreign)} {verb} only to MaskGIT worlds and {world} "
+                             f"is a {kind} world: leave {them} out (of the sampling options a "
+                             f"{kind} world takes {takes})")
+    return given
 
 
 def _setup_compute(args: argparse.Namespace) -> None:
@@ -321,7 +365,8 @@ def _eval_world(args: argparse.Namespace) -> None:
                             drift_clips=args.drift_clips, batch=args.batch,
                             preview_prompts=args.preview_prompts)
     result = evaluate_world(args.world, args.data, settings, device=args.device,
-                            sampler=_sampler_overrides(args), precision=args.precision,
+                            sampler=_sampler_overrides(args, args.world),
+                            precision=args.precision,
                             progress=not args.quiet)
     report = write_report(result, out)
     m = result.metrics
@@ -452,9 +497,10 @@ def _generate(args: argparse.Namespace) -> None:
 
     recipe = gen.recipe_path(args.out)  # refused now, not after every frame is made
     _check_frame_options(args)
+    path = args.world or default_world()
+    sampler = _sampler_overrides(args, path)
     _setup_compute(args)
-    world = genie.load(args.world or default_world(), device=args.device,
-                       sampler=_sampler_overrides(args), precision=args.precision)
+    world = genie.load(path, device=args.device, sampler=sampler, precision=args.precision)
     context = min(args.prompt_frames or world.context, world.context)
     source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
                          world.prompt_files(), "--prompt") if args.side_by_side else None
@@ -546,8 +592,6 @@ def _add_generate(sub) -> None:
                      "frames themselves (uint8 T,H,W,3 at the world's size)")
     gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
     gen.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
-    gen.add_argument("--sampling-steps", type=_positive_int,
-                     help="sampling steps per frame (default: the world's)")
     _add_sampler_args(gen)
     gen.add_argument("--fps", type=_frame_rate, default=15,
                      help="frame rate of the video (default: 15)")
@@ -616,8 +660,6 @@ def _add_eval_world(esub) -> None:
                        "(default: 20)")
     world.add_argument("--batch", type=_positive_int, default=32,
                        help="clips rolled out at once; lower it to save memory (default: 32)")
-    world.add_argument("--sampling-steps", type=_positive_int,
-                       help="override the world's sampling steps per frame")
     _add_sampler_args(world)
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_compute_args(world)
@@ -651,13 +693,16 @@ def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
 
 def _play(args: argparse.Namespace) -> None:
     from genie.play.launch import play
+    from genie.worlds import default_world
 
+    # A replay takes no sampler options: play() says so.
+    sampler = _sampler_overrides(args, None if args.replay else args.world or default_world())
     # No _setup_compute: the world steps on a thread of its own, which sets --threads itself.
     summary = play(world=args.world, prompt=args.prompt, replay=args.replay, scale=args.scale,
                    fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
                    seed=args.seed, headless=args.headless, steps=args.steps,
                    actions=args.actions, device=args.device, threads=args.threads,
-                   precision=args.precision, sampler=_sampler_overrides(args))
+                   precision=args.precision, sampler=sampler)
     if args.headless:
         print(summary.line())
     for path in summary.recorded:
@@ -702,8 +747,6 @@ def _add_play(sub) -> None:
     play.add_argument("--actions", default="random",
                       help="headless actions: random, or 0-based latent actions such as 0,1,2 "
                       "(repeated in turn; default: random)")
-    play.add_argument("--sampling-steps", type=_positive_int,
-                      help="override the world's sampling steps per frame")
     _add_sampler_args(play)
     _add_compute_args(play)
     # Play is for speed; generate and eval default to fp32, so that their clips and figures do

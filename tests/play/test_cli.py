@@ -53,13 +53,12 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--world", "{tmp}/nowhere"], "is not a world (no world.json)"),
+    (["--world", "{tmp}/nowhere"], "world {tmp}/nowhere does not exist: give the folder"),
+    (["--world", "{tmp}"], "is not a world (no world.json)"),
     (["--world", "{world}", "--prompt", "{tmp}/missing.png"], "does not exist"),
     (["--world", "{world}", "--steps", "3"], "--steps counts frames of a --headless run"),
     (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
     (["--replay", "{tmp}/nowhere"], "does not exist"),
-    (["--world", "{world}", "--temperature", "-1"], "temperature must be >= 0"),
-    (["--world", "{world}", "--top-p", "1.5"], "top_p must be in (0, 1]"),
     (["--replay", "{tmp}/nowhere", "--temperature", "1"], "needs no --world, --prompt or sampl"),
     (["--replay", "{data}:x"], "--replay {data}:x: the episode after the colon must be a number"),
     (["--world", "{world}", "--prompt", "{data}:x"], "the episode after the colon must be a"),
@@ -67,13 +66,15 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
 def test_bad_input_is_one_clear_line(tiny_world, coinrun_dataset, tmp_path, capsys, args,
                                      message):
     args = [a.format(tmp=tmp_path, world=tiny_world, data=coinrun_dataset) for a in args]
-    message = message.format(data=coinrun_dataset)
+    message = message.format(tmp=tmp_path, data=coinrun_dataset)
     assert main(["play", *args, "--device", "cpu"]) == 2
     one_line_error(capsys, message)
 
 
-@pytest.mark.parametrize(("option", "value"), [("--fps-cap", "0"), ("--fps-cap", "-1"),
-                                               ("--fps-cap", "nan"), ("--seed", "-1")])
+@pytest.mark.parametrize(("option", "value"), [
+    ("--fps-cap", "0"), ("--fps-cap", "-1"), ("--fps-cap", "nan"), ("--seed", "-1"),
+    ("--temperature", "-1"), ("--top-p", "1.5"), ("--top-p", "0"), ("--confidence-noise", "-1"),
+])
 def test_bad_numbers_are_refused_before_the_world_loads(tmp_path, capsys, option, value):
     with pytest.raises(SystemExit) as exit:
         main(["play", "--headless", option, value, "--record", str(tmp_path / "x.mp4")])

@@ -78,7 +78,6 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
     (["--side-by-side"], "world's own prompts lack: give --prompt with a video or a dataset"),
     (["--prompt", "{dir}/frame.png", "--side-by-side"], "needs the real continuation"),
     (["--actions", "left"], "is not an action number"),
-    (["--confidence-noise", "-1"], "confidence_noise must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(tiny_world, prompt_files, coinrun_dataset, tmp_path, capsys,
                                      args, message):
@@ -139,13 +138,19 @@ def test_side_by_side_from_the_prompt_video_with_its_own_actions(tiny_world, coi
     assert np.array_equal(np.load(again), np.load(first))
 
 
-@pytest.mark.parametrize("fps", ["-5", "0", "nan", "fast"])
-def test_a_bad_frame_rate_is_refused_before_any_frame(tmp_path, capsys, fps):
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--fps", "-5", "'-5' is not a frame rate"), ("--fps", "0", "'0' is not a frame rate"),
+    ("--fps", "nan", "'nan' is not a frame rate"), ("--fps", "fast", "'fast' is not a frame"),
+    ("--top-p", "2", "argument --top-p: '2' is not a share of the probability"),
+    ("--temperature", "-0.5", "argument --temperature: '-0.5' is not a number of at least 0"),
+    ("--confidence-noise", "-1", "argument --confidence-noise: '-1' is not a number of at"),
+])
+def test_bad_numbers_are_refused_before_any_frame(tmp_path, capsys, option, value, message):
     with pytest.raises(SystemExit) as exit:  # refused while parsing: no world is even loaded
-        main(["generate", "--fps", fps, "-o", str(tmp_path / "x.mp4")])
+        main(["generate", option, value, "-o", str(tmp_path / "x.mp4")])
     assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert f"{fps!r} is not a frame rate" in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1, err
     assert not any(tmp_path.iterdir())
 
 
