@@ -14,6 +14,7 @@ from pathlib import Path
 
 from genie.errors import GenieError
 from genie.malloc import keep_freed_memory
+from genie.plural import plural
 
 SEED_MAX = 2**32 - 1
 # Below 0.01 fps a video's rate (kept to 1/1000) and a GIF's frame time (655 s at most) break.
@@ -128,8 +129,9 @@ def _data_record(args: argparse.Namespace) -> None:
     meta = record(args.out, settings, workers=args.workers, overwrite=args.overwrite,
                   progress=not args.quiet)
     rate = meta["frames"] / max(meta["seconds"], 1e-9)
-    print(f"recorded {len(meta['episodes'])} episodes, {meta['frames']:,} frames into {args.out} "
-          f"in {meta['seconds']:.1f}s ({rate:,.0f} frames/s)")
+    print(f"recorded {plural(len(meta['episodes']), 'episode')}, "
+          f"{plural(meta['frames'], 'frame')} into {args.out} in {meta['seconds']:.1f}s "
+          f"({rate:,.0f} frames/s)")
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
@@ -142,10 +144,10 @@ def _data_prepare(args: argparse.Namespace) -> None:
     )
     s = prepare(args.src, args.out, settings, workers=args.workers, overwrite=args.overwrite,
                 progress=not args.quiet)
-    print(f"prepared {args.out}: {s.episodes} episodes ({s.splits['train']} train, "
-          f"{s.splits['val']} val), {s.frames:,} frames at {args.size[0]}x{args.size[1]} from "
-          f"{s.videos} videos; {len(s.skipped)} files skipped; {s.seconds:.1f}s "
-          f"({s.frames / max(s.seconds, 1e-9):,.0f} frames/s)")
+    print(f"prepared {args.out}: {plural(s.episodes, 'episode')} ({s.splits['train']} train, "
+          f"{s.splits['val']} val), {plural(s.frames, 'frame')} at {args.size[0]}x{args.size[1]} "
+          f"from {plural(s.videos, 'video')}; {plural(len(s.skipped), 'file')} skipped; "
+          f"{s.seconds:.1f}s ({s.frames / max(s.seconds, 1e-9):,.0f} frames/s)")
 
 
 def _data_info(args: argparse.Namespace) -> None:
@@ -523,7 +525,7 @@ def _generate(args: argparse.Namespace) -> None:
         recipe, world, prompt=args.prompt, prompt_frames=len(prompt),
         actions=actions, seed=args.seed, side_by_side=args.side_by_side, fps=args.fps,
         scale=args.scale))
-    print(f"{len(actions)} frames generated after {len(prompt)} prompt frames: "
+    print(f"{plural(len(actions), 'frame')} generated after {plural(len(prompt), 'prompt frame')}: "
           f"{', '.join(map(str, written))}")
 
 

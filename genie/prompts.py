@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.errors import GenieError
+from genie.plural import plural
 
 IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -80,10 +81,11 @@ def dataset_episode(path: Path, episode: int, frames: int | None = None,
     from genie.data.index import open_dataset
 
     info = open_dataset(path)
-    episodes = info.split(split) or info.split("train")
+    split = split if info.split(split) else "train"
+    episodes = info.split(split)
     if not 0 <= episode < len(episodes):
-        raise GenieError(f"dataset {path} has {len(episodes)} {split} episodes: episode "
-                         f"{episode} does not exist (give 0..{len(episodes) - 1})")
+        raise GenieError(f"dataset {path} has {plural(len(episodes), split + ' episode')}: "
+                         f"episode {episode} does not exist (give 0..{len(episodes) - 1})")
     ep = episodes[episode]
     shard = np.load(info.path / ep["shard"], mmap_mode="r")
     n = ep["length"] if frames is None else min(frames, ep["length"])

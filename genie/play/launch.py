@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from genie.errors import GenieError
+from genie.plural import plural
 
 
 def check_display(headless: bool) -> None:
@@ -70,8 +71,8 @@ def _replay(spec: str):
     first = first or 0
     env = ReplayWorld(path)
     if not 0 <= first < len(env.episodes):
-        raise GenieError(f"dataset {path} has {len(env.episodes)} {env.split} episodes: episode "
-                         f"{first} does not exist (give 0..{len(env.episodes) - 1})")
+        raise GenieError(f"dataset {path} has {plural(len(env.episodes), env.split + ' episode')}"
+                         f": episode {first} does not exist (give 0..{len(env.episodes) - 1})")
     prompts = [Prompt(f"episode {e}", lambda e=e: e) for e in env.prompts(first)]
     return env, prompts, f"replay {Path(path).name}"
 
