@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.data.files import NpyStreamWriter, read_rows, write_json_atomic
+from genie.data.pool import worker_pool
 from genie.errors import GenieError
 
 FORMAT = "genie-frames"
@@ -122,7 +122,7 @@ def prepare(
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     bar = tqdm(total=len(videos), initial=len(done), unit="video", disable=not progress,
                desc="prepare", dynamic_ncols=True)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = worker_pool("spawn", workers) if workers > 1 else None
     try:
         results = pool.imap(_decode_source, jobs) if pool else map(_decode_source, jobs)
         for result in results:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.data.files import write_json_atomic
+from genie.data.pool import worker_pool
 from genie.errors import GenieError
 
 GAMES = ("coinrun",)
@@ -82,7 +82,7 @@ def record(
         # procgen spends ~2 s per process loading its sprites; load them once here and fork, so
         # workers start with them in memory (nothing else is running in this process yet).
         _warm_up(settings)
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = worker_pool("fork", workers)
     episodes = []
     try:
         results = pool.imap(_record_episode, jobs) if pool else map(_record_episode, jobs)
