@@ -13,7 +13,7 @@ import pytest
 import genie
 import genie.worlds
 from genie.cli import main
-from genie.play.calibrate import default_key_map, match_actions
+from genie.play.calibrate import default_key_map, format_calibration, match_actions
 
 
 def one_line_error(capsys, message: str) -> None:
@@ -120,6 +120,24 @@ def test_lift_matches_actions_a_busy_latent_does_not_take_them_all():
     assert best == {"LEFT": 1, "NOOP": 0, "RIGHT": 2, "RIGHT+UP": 0}  # argmax count: all 0
     assert latent_names == ["NOOP", "LEFT", "RIGHT", "action 4"]
     assert default_key_map(best) == {"left": 1, "a": 1, "right": 2, "d": 2, "space": 0}
+
+
+def test_keys_that_press_one_latent_action_are_warned_about():
+    best = {"LEFT": 0, "RIGHT": 0, "UP": 1, "RIGHT+UP": 1, "DOWN": 2}
+    result = {"method": "true actions", "transitions": 10, "dataset": "d", "world": "w",
+              "names": ["LEFT", "UP", "DOWN"], "share": [0.5, 0.3, 0.2], "lift": [2, 2, 1],
+              "best_latent": best, "key_map": default_key_map(best)}
+    printed = format_calibration(result)
+    assert [line for line in printed.splitlines() if line.startswith("warning:")] == [
+        "warning: left and right press the same latent action 0: the world's LAM does not tell "
+        "LEFT and RIGHT apart (train it longer); the key map is written anyway",
+        "warning: up and space press the same latent action 1: the world's LAM does not tell "
+        "UP and RIGHT+UP apart (train it longer); the key map is written anyway",
+    ]
+    # Space falls back to UP where the data has no jump forward: the same key by design.
+    best = {"LEFT": 0, "RIGHT": 1, "UP": 2}
+    result |= {"best_latent": best, "key_map": default_key_map(best)}
+    assert "warning" not in format_calibration(result)
 
 
 def test_calibrate_writes_names_and_keys_and_keeps_the_rest(tiny_world, coinrun_dataset,
