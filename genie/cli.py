@@ -167,14 +167,16 @@ def _add_data(sub) -> None:
     )
     rec.add_argument("game", choices=["coinrun"], help="the game to record")
     rec.add_argument("--out", required=True, help="folder for the videos (created)")
-    rec.add_argument("--episodes", type=_positive_int, default=10, help="episodes to record")
+    rec.add_argument("--episodes", type=_positive_int, default=10,
+                     help="episodes to record (default: 10)")
     rec.add_argument("--max-steps", type=_positive_int, default=1000,
                      help="cap on actions per episode (default: 1000, CoinRun's own limit)")
     rec.add_argument("--seed", type=_seed, default=0,
                      help="seed for levels and agent (default: 0)")
     rec.add_argument("--mode", choices=["easy", "hard"], default="hard",
                      help="procgen distribution mode (default: hard)")
-    rec.add_argument("--start-level", type=int, default=0, help="first level of the range")
+    rec.add_argument("--start-level", type=int, default=0,
+                     help="first level of the range (default: 0)")
     rec.add_argument("--levels", type=int, default=0,
                      help="number of levels in the range; 0 = unlimited (default)")
     rec.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
@@ -242,13 +244,14 @@ def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampling-steps", type=_positive_int,
                         help="sampling steps per frame (default: the world's)")
     parser.add_argument("--temperature", type=_non_negative,
-                        help="MaskGIT: override the world's sampling temperature (0 = greedy)")
+                        help="MaskGIT: sampling temperature, 0 = greedy (default: the world's)")
     parser.add_argument("--top-p", type=_top_p,
                         help="MaskGIT: sample only among the most likely codes that together "
-                             "hold this much probability, above 0 and at most 1 (1 = all)")
+                             "hold this much probability, above 0 and at most 1 (default: the "
+                             "world's; 1 = all)")
     parser.add_argument("--confidence-noise", type=_non_negative,
-                        help="MaskGIT: override the scale of the noise on the confidences that "
-                             "pick the tokens each step keeps")
+                        help="MaskGIT: scale of the noise on the confidences that pick the "
+                             "tokens each step keeps (default: the world's)")
 
 
 # The sampler options by the setting each overrides (named as in world.json's "sampler").
@@ -579,7 +582,7 @@ def _add_generate(sub) -> None:
                      "context)")
     how = gen.add_mutually_exclusive_group()
     how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4 (repeated in turn when "
-                     "--frames asks for more)")
+                     "--frames asks for more; default: random ones)")
     how.add_argument("--random-actions", type=_positive_int, metavar="N",
                      help="N random actions, each held 1-4 steps")
     how.add_argument("--actions-from", metavar="VIDEO",

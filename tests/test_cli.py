@@ -65,3 +65,21 @@ def test_mistakes_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not any(tmp_path.iterdir())  # a refused command leaves nothing behind
+
+
+def test_every_default_is_in_the_help():
+    import argparse
+
+    from genie.cli import build_parser
+
+    def options(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from options(sub)
+            elif action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                yield parser.prog, action
+
+    missing = [f"{prog} {action.option_strings[-1]}" for prog, action in options(build_parser())
+               if "default" not in (action.help or "").lower()]
+    assert missing == []
