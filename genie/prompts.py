@@ -64,7 +64,11 @@ def _read(spec: str, size: tuple[int, int], frames: int | None, name: str) -> np
                          "or a prepared dataset (DATASET or DATASET:EPISODE)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path)
+        try:
+            return np.load(path)
+        except (ValueError, OSError) as e:
+            raise GenieError(f"{name} {path} is not a readable .npy clip ({e}): give uint8 "
+                             "frames saved with numpy.save") from e
     if suffix in IMAGES:
         from PIL import Image, UnidentifiedImageError
 

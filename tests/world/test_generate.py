@@ -26,6 +26,7 @@ def prompt_files(tiny_world, tmp_path_factory):
             writer.write(frame)
     (folder / "broken.png").write_bytes(b"not an image")
     (folder / "broken.mp4").write_bytes(b"not a video")
+    (folder / "broken.npy").write_bytes(b"not an array")
     return folder
 
 
@@ -67,6 +68,7 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
     (["--prompt", "missing.png"], "--prompt missing.png does not exist"),
     (["--prompt", "{dir}/broken.png"], "could not be read"),
     (["--prompt", "{dir}/broken.mp4"], "broken.mp4 is not a readable video (Invalid data"),
+    (["--prompt", "{dir}/broken.npy"], "broken.npy is not a readable .npy clip"),
     (["--prompt", "{data}:abc"], "abc: the episode after the colon must be a number"),
     (["--actions", "1,99"], "actions are 0..7"),
     (["--actions", ""], "--actions is empty: give latent actions such as 0,0,3x4"),
