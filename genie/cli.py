@@ -14,6 +14,11 @@ from pathlib import Path
 
 from genie.errors import GenieError
 from genie.malloc import keep_freed_memory
+from genie.plural import plural
+
+SEED_MAX = 2**32 - 1
+# Below 0.01 fps a video's rate (kept to 1/1000) and a GIF's frame time (655 s at most) break.
+FPS_MIN, FPS_MAX = 0.01, 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +45,67 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed that numpy, torch and procgen all take: a whole number in 0..2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to "
+                                         f"{SEED_MAX}")
+    return value
+
+
+def _frame_rate(text: str) -> float:
+    """Frames (or steps) a second: 0.01..1000, fractions welcome (videos keep them exactly)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not FPS_MIN <= value <= FPS_MAX:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate: give a number of frames "
+                                         f"a second from {FPS_MIN} to {FPS_MAX} (e.g. 15 or 7.5)")
+    return value
+
+
+def _clip_path(text: str) -> str:
+    from genie.generate import CLIP_SUFFIXES
+
+    if Path(text).suffix.lower() not in CLIP_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a clip name: end it in .mp4 or .gif "
+                                         "(a video) or .npy (the frames themselves)")
+    return text
+
+
+def _mp4_path(text: str) -> str:
+    if Path(text).suffix.lower() != ".mp4":
+        raise argparse.ArgumentTypeError(f"{text!r} is not an mp4 name: recordings are mp4 "
+                                         "video, so end it in .mp4")
+    return text
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of at least 0")
+    return value
+
+
+def _top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share of the probability: give a "
+                                         "number above 0 and at most 1 (e.g. 0.9)")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     from genie.data.video import parse_size
 
@@ -63,8 +129,9 @@ def _data_record(args: argparse.Namespace) -> None:
     meta = record(args.out, settings, workers=args.workers, overwrite=args.overwrite,
                   progress=not args.quiet)
     rate = meta["frames"] / max(meta["seconds"], 1e-9)
-    print(f"recorded {len(meta['episodes'])} episodes, {meta['frames']:,} frames into {args.out} "
-          f"in {meta['seconds']:.1f}s ({rate:,.0f} frames/s)")
+    print(f"recorded {plural(len(meta['episodes']), 'episode')}, "
+          f"{plural(meta['frames'], 'frame')} into {args.out} in {meta['seconds']:.1f}s "
+          f"({rate:,.0f} frames/s)")
 
 
 def _data_prepare(args: argparse.Namespace) -> None:
@@ -77,10 +144,10 @@ def _data_prepare(args: argparse.Namespace) -> None:
     )
     s = prepare(args.src, args.out, settings, workers=args.workers, overwrite=args.overwrite,
                 progress=not args.quiet)
-    print(f"prepared {args.out}: {s.episodes} episodes ({s.splits['train']} train, "
-          f"{s.splits['val']} val), {s.frames:,} frames at {args.size[0]}x{args.size[1]} from "
-          f"{s.videos} videos; {len(s.skipped)} files skipped; {s.seconds:.1f}s "
-          f"({s.frames / max(s.seconds, 1e-9):,.0f} frames/s)")
+    print(f"prepared {args.out}: {plural(s.episodes, 'episode')} ({s.splits['train']} train, "
+          f"{s.splits['val']} val), {plural(s.frames, 'frame')} at {args.size[0]}x{args.size[1]} "
+          f"from {plural(s.videos, 'video')}; {plural(len(s.skipped), 'file')} skipped; "
+          f"{s.seconds:.1f}s ({s.frames / max(s.seconds, 1e-9):,.0f} frames/s)")
 
 
 def _data_info(args: argparse.Namespace) -> None:
@@ -100,13 +167,16 @@ def _add_data(sub) -> None:
     )
     rec.add_argument("game", choices=["coinrun"], help="the game to record")
     rec.add_argument("--out", required=True, help="folder for the videos (created)")
-    rec.add_argument("--episodes", type=_positive_int, default=10, help="episodes to record")
+    rec.add_argument("--episodes", type=_positive_int, default=10,
+                     help="episodes to record (default: 10)")
     rec.add_argument("--max-steps", type=_positive_int, default=1000,
                      help="cap on actions per episode (default: 1000, CoinRun's own limit)")
-    rec.add_argument("--seed", type=int, default=0, help="seed for levels and agent")
+    rec.add_argument("--seed", type=_seed, default=0,
+                     help="seed for levels and agent (default: 0)")
     rec.add_argument("--mode", choices=["easy", "hard"], default="hard",
                      help="procgen distribution mode (default: hard)")
-    rec.add_argument("--start-level", type=int, default=0, help="first level of the range")
+    rec.add_argument("--start-level", type=int, default=0,
+                     help="first level of the range (default: 0)")
     rec.add_argument("--levels", type=int, default=0,
                      help="number of levels in the range; 0 = unlimited (default)")
     rec.add_argument("--size", type=int, default=64, help="frame size in pixels (default: 64)")
@@ -132,7 +202,8 @@ def _add_data(sub) -> None:
                       help="frame size, N or HxW (default: 64; e.g. 90x160)")
     prep.add_argument("--crop", choices=["center"],
                       help="crop to the target aspect before resizing (default: resize only)")
-    prep.add_argument("--fps", type=float, help="subsample to this frame rate (default: keep all)")
+    prep.add_argument("--fps", type=_frame_rate,
+                      help="subsample to this frame rate (default: keep all)")
     prep.add_argument("--val-fraction", type=float, default=0.05,
                       help="share of episodes held out for validation (default: 0.05)")
     prep.add_argument("--split-scenes", action="store_true",
@@ -169,22 +240,46 @@ def _add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") -
 
 
 def _add_sampler_args(parser: argparse.ArgumentParser) -> None:
-    """Sampler overrides beside --sampling-steps (whose spelling differs per command)."""
-    parser.add_argument("--temperature", type=float,
-                        help="override the world's sampling temperature (0 = greedy)")
-    parser.add_argument("--top-p", type=float,
+    """Overrides of the world's sampler settings (_SAMPLER_OPTIONS)."""
+    parser.add_argument("--sampling-steps", type=_positive_int,
+                        help="sampling steps per frame (default: the world's)")
+    parser.add_argument("--temperature", type=_non_negative,
+                        help="MaskGIT: sampling temperature, 0 = greedy (default: the world's)")
+    parser.add_argument("--top-p", type=_top_p,
                         help="MaskGIT: sample only among the most likely codes that together "
-                             "hold this much probability (1 = all)")
-    parser.add_argument("--confidence-noise", type=float,
-                        help="MaskGIT: override the scale of the noise on the confidences that "
-                             "pick the tokens each step keeps")
+                             "hold this much probability, above 0 and at most 1 (default: the "
+                             "world's; 1 = all)")
+    parser.add_argument("--confidence-noise", type=_non_negative,
+                        help="MaskGIT: scale of the noise on the confidences that pick the "
+                             "tokens each step keeps (default: the world's)")
 
 
-def _sampler_overrides(args: argparse.Namespace) -> dict:
-    """The sampler settings given on the command line, by the samplers' names."""
-    given = {"steps": args.sampling_steps, "temperature": args.temperature,
-             "top_p": args.top_p, "confidence_noise": args.confidence_noise}
-    return {k: v for k, v in given.items() if v is not None}
+# The sampler options by the setting each overrides (named as in world.json's "sampler").
+_SAMPLER_OPTIONS = {"steps": "--sampling-steps", "temperature": "--temperature",
+                    "top_p": "--top-p", "confidence_noise": "--confidence-noise"}
+
+
+def _sampler_overrides(args: argparse.Namespace, world: str | Path | None) -> dict:
+    """The sampler settings given on the command line, by the samplers' names. Options that
+    `world`'s backend does not take (a DiT has no temperature) are refused before it loads."""
+    given = {name: getattr(args, option[2:].replace("-", "_"))
+             for name, option in _SAMPLER_OPTIONS.items()}
+    given = {name: value for name, value in given.items() if value is not None}
+    if world is not None and given:
+        from genie.dynamics import setting_names
+        from genie.world import read_meta
+
+        backend = read_meta(world).get("backend", "maskgit")
+        known = setting_names(backend)
+        foreign = [_SAMPLER_OPTIONS[name] for name in given if name not in known]
+        if foreign:
+            kind = {"dit": "DiT"}.get(backend, backend)
+            takes = ", ".join(o for name, o in _SAMPLER_OPTIONS.items() if name in known)
+            verb, them = ("apply", "them") if len(foreign) > 1 else ("applies", "it")
+            raise GenieError(f"{' and '.join(foreign)} {verb} only to MaskGIT worlds and {world} "
+                             f"is a {kind} world: leave {them} out (of the sampling options a "
+                             f"{kind} world takes {takes})")
+    return given
 
 
 def _setup_compute(args: argparse.Namespace) -> None:
@@ -275,7 +370,8 @@ def _eval_world(args: argparse.Namespace) -> None:
                             drift_clips=args.drift_clips, batch=args.batch,
                             preview_prompts=args.preview_prompts)
     result = evaluate_world(args.world, args.data, settings, device=args.device,
-                            sampler=_sampler_overrides(args), precision=args.precision,
+                            sampler=_sampler_overrides(args, args.world),
+                            precision=args.precision,
                             progress=not args.quiet)
     report = write_report(result, out)
     m = result.metrics
@@ -404,28 +500,22 @@ def _generate(args: argparse.Namespace) -> None:
     from genie.prompts import load_prompt
     from genie.worlds import default_world
 
+    recipe = gen.recipe_path(args.out)  # refused now, not after every frame is made
+    _check_frame_options(args)
+    path = args.world or default_world()
+    sampler = _sampler_overrides(args, path)
     _setup_compute(args)
-    world = genie.load(args.world or default_world(), device=args.device,
-                       sampler=_sampler_overrides(args), precision=args.precision)
+    world = genie.load(path, device=args.device, sampler=sampler, precision=args.precision)
     context = min(args.prompt_frames or world.context, world.context)
     source = load_prompt(args.prompt, world.size, args.frames and context + args.frames,
-                         world.prompt_files()) if args.side_by_side else None
+                         world.prompt_files(), "--prompt") if args.side_by_side else None
     prompt = source[:context] if source is not None else \
-        load_prompt(args.prompt, world.size, context, world.prompt_files())
-    if args.actions:
-        actions = gen.parse_actions(args.actions, world.num_actions)
-    elif args.actions_from:
-        video = load_prompt(args.actions_from, world.size, None)
-        # The prompt's own video: its actions from the prompt's last frame on.
-        skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
-        actions = gen.actions_from_video(world, video)[skip:]
-    else:
-        count = args.random_actions or args.frames or 32
-        actions = gen.random_actions(count, world.num_actions, args.seed)
-    actions = actions[:args.frames] if args.frames else actions
+        load_prompt(args.prompt, world.size, context, world.prompt_files(), "--prompt")
     if args.side_by_side and len(source) <= len(prompt):
-        raise GenieError(f"--side-by-side needs the real continuation, but prompt {args.prompt} "
-                         f"has only {len(source)} frames: give a longer video or dataset episode")
+        raise GenieError(f"--side-by-side needs the real continuation, but --prompt {args.prompt} "
+                         f"has only {len(source)} frames: give a longer video or a dataset "
+                         "episode (--prompt DATASET:EPISODE)")
+    actions = _generate_actions(args, world, prompt)
     frames = gen.generate(world, prompt, actions, seed=args.seed)
     if args.side_by_side:
         frames = gen.side_by_side(frames, source[:len(frames)])
@@ -435,11 +525,45 @@ def _generate(args: argparse.Namespace) -> None:
         gif = out.with_suffix(".gif")
         written.append(gen.save_clip(frames, gif, fps=args.fps, scale=args.scale))
     written.append(gen.save_recipe(
-        out.with_suffix(".json"), world, prompt=args.prompt, prompt_frames=len(prompt),
+        recipe, world, prompt=args.prompt, prompt_frames=len(prompt),
         actions=actions, seed=args.seed, side_by_side=args.side_by_side, fps=args.fps,
         scale=args.scale))
-    print(f"{len(actions)} frames generated after {len(prompt)} prompt frames: "
+    print(f"{plural(len(actions), 'frame')} generated after {plural(len(prompt), 'prompt frame')}: "
           f"{', '.join(map(str, written))}")
+
+
+def _check_frame_options(args: argparse.Namespace) -> None:
+    """What generate's options ask for, where they contradict each other (before any loading)."""
+    if args.random_actions and args.frames and args.random_actions != args.frames:
+        raise GenieError(f"--random-actions {args.random_actions} and --frames {args.frames} "
+                         "both say how many frames to make: give one of them")
+    if args.side_by_side and args.prompt is None:
+        raise GenieError("--side-by-side shows the real frames after the prompt, which the "
+                         "world's own prompts lack: give --prompt with a video or a dataset "
+                         "episode (--prompt DATASET:EPISODE)")
+
+
+def _generate_actions(args: argparse.Namespace, world, prompt) -> list[int]:
+    """One latent action per frame to make: --frames of them when it is given."""
+    from genie import generate as gen
+    from genie.prompts import load_prompt
+
+    if args.actions is not None:
+        actions = gen.parse_actions(args.actions, world.num_actions)
+        # As play's --actions: the list repeated in turn for as many frames as asked.
+        return gen.repeated(actions, args.frames) if args.frames else actions
+    if args.actions_from:
+        video = load_prompt(args.actions_from, world.size, None, name="--actions-from")
+        # The prompt's own video: its actions from the prompt's last frame on.
+        skip = len(prompt) - 1 if args.actions_from == args.prompt else 0
+        actions = gen.actions_from_video(world, video)[skip:]
+        if args.frames and len(actions) < args.frames:
+            raise GenieError(f"--actions-from {args.actions_from} gives {len(actions)} actions, "
+                             f"fewer than --frames {args.frames}: give a longer video or fewer "
+                             "--frames")
+        return actions[:args.frames] if args.frames else actions
+    return gen.random_actions(args.frames or args.random_actions or 32, world.num_actions,
+                              args.seed)
 
 
 def _add_generate(sub) -> None:
@@ -457,7 +581,8 @@ def _add_generate(sub) -> None:
                      help="context frames taken from a video prompt (default: the world's "
                      "context)")
     how = gen.add_mutually_exclusive_group()
-    how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4")
+    how.add_argument("--actions", help="latent actions, e.g. 0,0,3x4 (repeated in turn when "
+                     "--frames asks for more; default: random ones)")
     how.add_argument("--random-actions", type=_positive_int, metavar="N",
                      help="N random actions, each held 1-4 steps")
     how.add_argument("--actions-from", metavar="VIDEO",
@@ -467,16 +592,17 @@ def _add_generate(sub) -> None:
                      help="frames to generate (default: one per action given, 32 random)")
     gen.add_argument("--side-by-side", action="store_true",
                      help="show the prompt video's real continuation to the left")
-    gen.add_argument("-o", "--out", required=True,
-                     help="output .mp4, .gif, or .npy for raw frames")
+    gen.add_argument("-o", "--out", required=True, type=_clip_path,
+                     help="output clip: .mp4 or .gif (scaled up by --scale), or .npy for the "
+                     "frames themselves (uint8 T,H,W,3 at the world's size)")
     gen.add_argument("--gif", action="store_true", help="also write a .gif beside the video")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    gen.add_argument("--sampling-steps", "--steps", dest="sampling_steps", type=_positive_int,
-                     help="sampling steps per frame (default: the world's)")
+    gen.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     _add_sampler_args(gen)
-    gen.add_argument("--fps", type=float, default=15, help="frame rate of the video")
+    gen.add_argument("--fps", type=_frame_rate, default=15,
+                     help="frame rate of the video (default: 15)")
     gen.add_argument("--scale", type=_positive_int, default=4,
-                     help="upscale the video by this factor, pixels kept sharp (default: 4)")
+                     help="upscale the .mp4 or .gif by this factor, pixels kept sharp "
+                     "(default: 4)")
     _add_compute_args(gen)
     _add_precision_arg(gen)
     gen.set_defaults(func=_generate)
@@ -501,7 +627,8 @@ def _add_eval(sub) -> None:
         "true action it co-occurs with most (with the mapping).",
     )
     _add_eval_args(lam, seq_len=8)
-    lam.add_argument("--seed", type=int, default=0, help="seed of the random actions")
+    lam.add_argument("--seed", type=_seed, default=0,
+                     help="seed of the random actions (default: 0)")
     lam.set_defaults(func=_eval_lam)
     _add_eval_world(esub)
 
@@ -525,7 +652,7 @@ def _add_eval_world(esub) -> None:
                        help="frames generated after the prompt (default: 16)")
     world.add_argument("--clips", type=_positive_int, default=64,
                        help="held-out clips, spread over the episodes (default: 64)")
-    world.add_argument("--seed", type=int, default=0,
+    world.add_argument("--seed", type=_seed, default=0,
                        help="seed of clip choice, actions and sampling (default: 0)")
     world.add_argument("--out", help="output folder (default: WORLD/eval, or eval/coinrun-tiny "
                        "here for the shipped world)")
@@ -538,8 +665,6 @@ def _add_eval_world(esub) -> None:
                        "(default: 20)")
     world.add_argument("--batch", type=_positive_int, default=32,
                        help="clips rolled out at once; lower it to save memory (default: 32)")
-    world.add_argument("--sampling-steps", type=_positive_int,
-                       help="override the world's sampling steps per frame")
     _add_sampler_args(world)
     world.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_compute_args(world)
@@ -573,13 +698,16 @@ def _add_eval_args(parser: argparse.ArgumentParser, seq_len: int) -> None:
 
 def _play(args: argparse.Namespace) -> None:
     from genie.play.launch import play
+    from genie.worlds import default_world
 
+    # A replay takes no sampler options: play() says so.
+    sampler = _sampler_overrides(args, None if args.replay else args.world or default_world())
     # No _setup_compute: the world steps on a thread of its own, which sets --threads itself.
     summary = play(world=args.world, prompt=args.prompt, replay=args.replay, scale=args.scale,
                    fps_cap=args.fps_cap, record=args.record, previews=not args.no_previews,
                    seed=args.seed, headless=args.headless, steps=args.steps,
                    actions=args.actions, device=args.device, threads=args.threads,
-                   precision=args.precision, sampler=_sampler_overrides(args))
+                   precision=args.precision, sampler=sampler)
     if args.headless:
         print(summary.line())
     for path in summary.recorded:
@@ -610,12 +738,13 @@ def _add_play(sub) -> None:
                       help="step through recorded episodes instead of a world")
     play.add_argument("--scale", type=_positive_int, default=8,
                       help="window pixels per frame pixel (default: 8)")
-    play.add_argument("--fps-cap", type=float,
+    play.add_argument("--fps-cap", type=_frame_rate,
                       help="at most this many steps a second (default: 15; headless: none)")
-    play.add_argument("--record", metavar="OUT.mp4", help="record from the start into this mp4")
+    play.add_argument("--record", metavar="OUT.mp4", type=_mp4_path,
+                      help="record from the start into this mp4")
     play.add_argument("--no-previews", action="store_true",
                       help="do not compute what each action would do")
-    play.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    play.add_argument("--seed", type=_seed, default=0, help="sampling seed (default: 0)")
     play.add_argument("--headless", action="store_true",
                       help="no window: run --steps scripted steps and print the speed")
     play.add_argument("--steps", type=_positive_int,
@@ -623,8 +752,6 @@ def _add_play(sub) -> None:
     play.add_argument("--actions", default="random",
                       help="headless actions: random, or 0-based latent actions such as 0,1,2 "
                       "(repeated in turn; default: random)")
-    play.add_argument("--sampling-steps", type=_positive_int,
-                      help="override the world's sampling steps per frame")
     _add_sampler_args(play)
     _add_compute_args(play)
     # Play is for speed; generate and eval default to fp32, so that their clips and figures do

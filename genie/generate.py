@@ -10,9 +10,14 @@ import numpy as np
 
 from genie.errors import GenieError
 
+CLIP_SUFFIXES = (".mp4", ".gif", ".npy")  # what save_clip writes
+
 
 def parse_actions(text: str, num_actions: int) -> list[int]:
     """'0,0,3x4,2' (latent actions 0..A-1; NxK repeats action N K times) -> actions."""
+    if not text.strip():
+        raise GenieError("--actions is empty: give latent actions such as 0,0,3x4 (0, 0, then 3 "
+                         "four times), or leave it out for random ones")
     actions = []
     for item in text.replace(" ", "").split(","):
         action, _, times = item.partition("x")
@@ -26,6 +31,11 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
                              "and repeats are at least 1")
         actions += [a] * n
     return actions
+
+
+def repeated(actions: list[int], count: int) -> list[int]:
+    """`count` actions: `actions` over and over, in turn."""
+    return [actions[i % len(actions)] for i in range(count)]
 
 
 def random_actions(count: int, num_actions: int, seed: int, hold: int = 4) -> list[int]:
@@ -64,30 +74,53 @@ def side_by_side(generated: np.ndarray, real: np.ndarray, gap: int = 2) -> np.nd
 
 
 def save_clip(frames: np.ndarray, path: str | Path, fps: float, scale: int = 1) -> Path:
-    """Write frames (T, H, W, 3) as .mp4 (or any container PyAV writes), .gif or raw .npy."""
+    """Write frames (T, H, W, 3) as .mp4 or .gif scaled up `scale` times, or as .npy unscaled:
+    an .npy is for computing with, so it holds the frames themselves."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CLIP_SUFFIXES:
+        raise GenieError(f"{path} is not a clip name: end it in {', '.join(CLIP_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        tmp = path.with_name(f".{path.name}.tmp.npy")  # renamed at the end: never half files
+        np.save(tmp, frames)
+        tmp.rename(path)
+        return path
     if scale > 1:  # nearest neighbour: keep the pixels crisp
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # renamed at the end: never half files
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        np.save(tmp, frames)
-    elif suffix == ".gif":
+    if suffix == ".gif":
         from PIL import Image
 
+        tmp = path.with_name(f".{path.name}.tmp.gif")
         images = [Image.fromarray(f) for f in frames]
         images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
                        duration=round(1000 / fps))
-    else:
-        from genie.data.video import VideoWriter
-
-        with VideoWriter(path, fps=fps) as writer:
-            for frame in frames:
-                writer.write(frame)
+        tmp.rename(path)
         return path
-    tmp.rename(path)
+    from genie.data.video import VideoWriter
+
+    with VideoWriter(path, fps=fps) as writer:  # written under a temporary name too
+        for frame in frames:
+            writer.write(frame)
     return path
+
+
+def recipe_path(clip: str | Path) -> Path:
+    """Where the recipe of `clip` goes (NAME.json beside it), checked before anything is made:
+    a file there that is not a recipe (a dataset's index.json, say) is never replaced."""
+    path = Path(clip).with_suffix(".json")
+    if path.exists() and not _is_recipe(path):
+        raise GenieError(f"{path} is not a genie recipe and the recipe of {Path(clip).name} "
+                         "would replace it: choose another --out")
+    return path
+
+
+def _is_recipe(path: Path) -> bool:
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(recipe, dict) and {"genie_version", "actions", "seed"} <= recipe.keys()
 
 
 def save_recipe(path: str | Path, world, *, prompt: str | None, prompt_frames: int,

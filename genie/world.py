@@ -244,6 +244,28 @@ def check_parts(tokenizer, lam, dynamics, meta: dict, folder: Path) -> None:
                          "the dynamics on this tokenizer and LAM (genie train world)")
 
 
+def read_meta(folder: str | Path) -> dict:
+    """A world folder's world.json, or one error naming what is wrong with the folder."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise GenieError(f"world {folder} does not exist: give the folder of a trained world, or "
+                         "train one with `genie train world --out DIR`")
+    meta_file = folder / "world.json"
+    if not meta_file.exists():
+        raise GenieError(f"{folder} is not a world (no world.json): train one with "
+                         "`genie train world --out DIR` or give the folder of one")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenieError(f"{meta_file} is damaged ({e}): restore it or train the world "
+                         "again") from e
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        schema = meta.get("schema") if isinstance(meta, dict) else None
+        raise GenieError(f"{meta_file} has schema {schema}, this genie reads "
+                         f"{SCHEMA}: use the genie version that wrote it")
+    return meta
+
+
 def load(path: str | Path, *, device: str = "auto", sampler: dict | None = None,
          precision: str = "fp32") -> World:
     """Load a world folder. `sampler` overrides its sampling settings (e.g. {'steps': 4}).
@@ -258,18 +280,7 @@ def load(path: str | Path, *, device: str = "auto", sampler: dict | None = None,
     from genie.train.stages import load_model
 
     folder, dev = Path(path).expanduser(), pick_device(device)
-    meta_file = folder / "world.json"
-    if not meta_file.exists():
-        raise GenieError(f"{folder} is not a world (no world.json): train one with "
-                         "`genie train world --out DIR` or give the folder of one")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise GenieError(f"{meta_file} is damaged ({e}): restore it or train the world "
-                         "again") from e
-    if meta.get("schema") != SCHEMA:
-        raise GenieError(f"{meta_file} has schema {meta.get('schema')}, this genie reads "
-                         f"{SCHEMA}: use the genie version that wrote it")
+    meta = read_meta(folder)
     parts = (load_model(VideoTokenizer, folder / "tokenizer", "tokenizer"),
              load_model(LatentActionModel, folder / "lam", "lam"),
              load_model(model_class(meta.get("backend", "maskgit")), folder / "dynamics",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.data.files import NpyStreamWriter, read_rows, write_json_atomic
+from genie.data.pool import worker_pool
 from genie.errors import GenieError
 
 FORMAT = "genie-frames"
@@ -122,7 +122,7 @@ def prepare(
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     bar = tqdm(total=len(videos), initial=len(done), unit="video", disable=not progress,
                desc="prepare", dynamic_ncols=True)
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = worker_pool("spawn", workers) if workers > 1 else None
     try:
         results = pool.imap(_decode_source, jobs) if pool else map(_decode_source, jobs)
         for result in results:
@@ -356,7 +356,7 @@ def _decode_source(job) -> dict:
     """Decode one file into `tmp_dir/<i>.npy`; runs in a worker process."""
     import av
 
-    from genie.data.video import DecodeReport, read_frames
+    from genie.data.video import DecodeReport, decode_problem, read_frames
 
     i, path, rel, tmp_dir, s = job
     s = PrepareSettings(**{**s, "size": tuple(s["size"])})
@@ -387,8 +387,7 @@ def _decode_source(job) -> dict:
             prev = frame.rgb.astype(np.int16)
     except (av.error.FFmpegError, OSError) as e:
         writer.abort()
-        reason = getattr(e, "strerror", None) or str(e)  # FFmpeg's words, without the path
-        result["problem"] = f"not a readable video ({reason})"
+        result["problem"] = f"not a readable video ({decode_problem(e)})"
         return result
     writer.close()
     result["tmp"] = str(tmp)

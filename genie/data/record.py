@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genie.data.files import write_json_atomic
+from genie.data.pool import worker_pool
 from genie.errors import GenieError
 
 GAMES = ("coinrun",)
@@ -82,7 +82,7 @@ def record(
         # procgen spends ~2 s per process loading its sprites; load them once here and fork, so
         # workers start with them in memory (nothing else is running in this process yet).
         _warm_up(settings)
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = worker_pool("fork", workers)
     episodes = []
     try:
         results = pool.imap(_record_episode, jobs) if pool else map(_record_episode, jobs)
@@ -111,6 +111,8 @@ def _check(s: RecordSettings) -> None:
         raise GenieError(f"--mode {s.mode!r} must be easy or hard")
     if s.episodes < 1 or s.max_steps < 1 or s.repeat < 1:
         raise GenieError("--episodes, --max-steps and --repeat must be at least 1")
+    if not 0 <= s.seed < 2**32:
+        raise GenieError(f"--seed {s.seed} must lie in 0..{2**32 - 1}")
     if s.start_level < 0 or s.levels < 0 or s.start_level + s.levels > MAX_LEVEL:
         raise GenieError(f"levels must lie in 0..{MAX_LEVEL}: check --start-level and --levels")
     if s.size < 8:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,6 +32,11 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(dims) != 2 or min(dims) < 2:
         raise ValueError(f"size {text!r} is not N or HxW with positive numbers (e.g. 64 or 90x160)")
     return dims[0], dims[1]
+
+
+def decode_problem(error: Exception) -> str:
+    """FFmpeg's words for why a file does not decode, without its error number or the path."""
+    return getattr(error, "strerror", None) or str(error)
 
 
 def center_crop_box(height: int, width: int, aspect: float) -> tuple[int, int, int, int]:
@@ -146,13 +152,18 @@ class VideoWriter:
 
     yuv420p needs even sizes, so an odd frame is padded by repeating its last row/column; the
     lossless RGB stream stores any size as is. The file is written under a temporary name and
-    renamed on close, so a crash never leaves a playable-looking half file.
+    renamed on close, so a crash never leaves a playable-looking half file. The frame rate is
+    kept as a fraction (7.5 -> 15/2, CoinRun's 15 at --repeat 7 -> 15/7), so a rate that is not
+    a whole number plays at that rate, not rounded.
     """
 
     def __init__(self, path: str | Path, fps: float = 15, lossless: bool = False, crf: int = 16):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.fps, self.lossless, self.crf = fps, lossless, crf
+        self.fps = Fraction(fps).limit_denominator(1000)
+        if self.fps <= 0:
+            raise ValueError(f"frame rate {fps} is not a positive number of frames a second")
+        self.lossless, self.crf = lossless, crf
         self.container = None
         self.stream = None
 
@@ -162,11 +173,11 @@ class VideoWriter:
             str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"}
         )
         if self.lossless:
-            stream = self.container.add_stream("libx264rgb", rate=round(self.fps))
+            stream = self.container.add_stream("libx264rgb", rate=self.fps)
             stream.pix_fmt = "rgb24"
             stream.options = {"qp": "0", "preset": "ultrafast"}
         else:
-            stream = self.container.add_stream("libx264", rate=round(self.fps))
+            stream = self.container.add_stream("libx264", rate=self.fps)
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(self.crf), "preset": "veryfast"}
             height, width = height + height % 2, width + width % 2

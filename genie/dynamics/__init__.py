@@ -45,20 +45,29 @@ def new_model(backend: str, tokenizer: Any, num_actions: int, **kwargs) -> Any:
     return model
 
 
-def sampler_for(backend: str, model: Any, settings: dict | None = None) -> Any:
-    """A sampler for `model`, with `settings` overriding the backend's defaults by name."""
+def setting_names(backend: str) -> set[str]:
+    """The sampler settings `backend` takes (what world.json's "sampler" and overrides may set)."""
+    return {f.name for f in dataclasses.fields(_sampler_classes(backend)[1])}
+
+
+def _sampler_classes(backend: str) -> tuple[type, type]:
     _check(backend)
     if backend == "dit":
-        from genie.dynamics.dit import DiTSampler as Sampler
-        from genie.dynamics.dit import DiTSettings as Settings
-    else:
-        from genie.dynamics.maskgit import MaskGITSampler as Sampler
-        from genie.dynamics.maskgit import SamplerSettings as Settings
+        from genie.dynamics.dit import DiTSampler, DiTSettings
 
+        return DiTSampler, DiTSettings
+    from genie.dynamics.maskgit import MaskGITSampler, SamplerSettings
+
+    return MaskGITSampler, SamplerSettings
+
+
+def sampler_for(backend: str, model: Any, settings: dict | None = None) -> Any:
+    """A sampler for `model`, with `settings` overriding the backend's defaults by name."""
+    sampler, settings_class = _sampler_classes(backend)
     settings = settings or {}
-    known = {f.name for f in dataclasses.fields(Settings)}
+    known = setting_names(backend)
     unknown = sorted(set(settings) - known)
     if unknown:
         raise GenieError(f"unknown {backend} sampler setting(s) {unknown}: expected some of "
                          f"{sorted(known)}")
-    return Sampler(model, Settings(**settings))
+    return sampler(model, settings_class(**settings))

@@ -35,6 +35,8 @@ KEY_TARGETS: dict[str, tuple[str, ...]] = {
     "up": ("UP",), "w": ("UP",), "down": ("DOWN",), "s": ("DOWN",),
     "space": ("JUMP", "RIGHT+UP", "UP"),
 }
+# Keys that should each do something of their own (a/d/w/s only repeat the arrows).
+DISTINCT_KEYS = ("left", "right", "up", "down", "space")
 SMOOTHING = 1.0  # pseudo-count per cell: a pair seen twice does not get an extreme lift
 
 
@@ -81,11 +83,35 @@ def match_actions(counts: np.ndarray, true_names: list[str]) -> tuple[list[str],
 def default_key_map(best_latent: dict[str, int]) -> dict[str, int]:
     """Arrows, WASD and space -> the latent action of the true action each should press."""
     key_map = {}
-    for key, targets in KEY_TARGETS.items():
-        target = next((t for t in targets if t in best_latent), None)
+    for key in KEY_TARGETS:
+        target = _key_target(key, best_latent)
         if target is not None:
             key_map[key] = best_latent[target]
     return key_map
+
+
+def key_warnings(best_latent: dict[str, int]) -> list[str]:
+    """A warning for each latent action that keys of different true actions press: the LAM
+    does not tell those actions apart (a barely trained world), so the keys do one thing."""
+    keys: dict[int, dict[str, str]] = {}  # latent -> {true action: its first key}
+    for key in DISTINCT_KEYS:
+        target = _key_target(key, best_latent)
+        if target is not None:
+            keys.setdefault(best_latent[target], {}).setdefault(target, key)
+    return [f"warning: {_listed(by_true.values())} press the same latent action {latent}: the "
+            f"world's LAM does not tell {_listed(by_true)} apart (train it longer); the key map "
+            "is written anyway" for latent, by_true in keys.items() if len(by_true) > 1]
+
+
+def _listed(words) -> str:
+    """'a, b and c'."""
+    *rest, last = words
+    return f"{', '.join(rest)} and {last}" if rest else last
+
+
+def _key_target(key: str, best_latent: dict[str, int]) -> str | None:
+    """The true action `key` presses: the first of its KEY_TARGETS the data has."""
+    return next((t for t in KEY_TARGETS[key] if t in best_latent), None)
 
 
 def calibrate(world_path: str | Path, data: str | Path, *, clips: int | None = None,
@@ -204,6 +230,7 @@ def format_calibration(result: dict) -> str:
             keys.setdefault(a, []).append(key)
         lines.append("key map: " + "; ".join(f"{'/'.join(k)} -> {a} ({result['names'][a]})"
                                              for a, k in keys.items()))
+        lines += key_warnings(result["best_latent"])
     else:
         lines.append(f"no true actions in {result['dataset']}: latent actions ordered by the "
                      f"pixel change of their previews from {result['prompts']} prompts")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from genie.errors import GenieError
+from genie.plural import plural
 
 
 def check_display(headless: bool) -> None:
@@ -30,13 +31,13 @@ def world_prompts(world, spec: str | None) -> list:
     from genie.play.app import Prompt
     from genie.prompts import load_prompt
 
-    def loader(source):
-        return lambda: load_prompt(source, world.size, world.context, world.prompt_files())
+    def loader(source, name="prompt"):
+        return lambda: load_prompt(source, world.size, world.context, world.prompt_files(), name)
 
     prompts = []
     if spec is not None:
-        loader(spec)()  # a bad --prompt fails here, before any window opens
-        prompts.append(Prompt(Path(spec.rstrip("/")).name or spec, loader(spec)))
+        loader(spec, "--prompt")()  # a bad --prompt fails here, before any window opens
+        prompts.append(Prompt(Path(spec.rstrip("/")).name or spec, loader(spec, "--prompt")))
     for path in world.prompt_files():
         prompts.append(Prompt(path.stem, loader(path)))
     if not prompts:
@@ -47,9 +48,9 @@ def world_prompts(world, spec: str | None) -> list:
 
 def script_actions(text: str, steps: int, num_actions: int, seed: int) -> list[int]:
     """Headless actions: 'random' (held a few steps each) or '0,1,2' (0-based, cycled)."""
-    if text == "random":
-        from genie.generate import random_actions
+    from genie.generate import random_actions, repeated
 
+    if text == "random":
         return random_actions(steps, num_actions, seed)
     try:
         cycle = [int(a) for a in text.replace(" ", "").split(",") if a]
@@ -58,19 +59,20 @@ def script_actions(text: str, steps: int, num_actions: int, seed: int) -> list[i
     if not cycle or not all(0 <= a < num_actions for a in cycle):
         raise GenieError(f"--actions {text!r}: give 'random' or latent actions 0..{num_actions - 1}"
                          " separated by commas (e.g. 0,1,2; they repeat in turn)")
-    return [cycle[i % len(cycle)] for i in range(steps)]
+    return repeated(cycle, steps)
 
 
 def _replay(spec: str):
     from genie.play.app import Prompt
     from genie.play.replay import ReplayWorld
+    from genie.prompts import split_dataset_spec
 
-    head, sep, tail = spec.rpartition(":")
-    path, first = (head, int(tail)) if sep and tail.isdigit() else (spec, 0)
+    path, first = split_dataset_spec(spec, "--replay")
+    first = first or 0
     env = ReplayWorld(path)
     if not 0 <= first < len(env.episodes):
-        raise GenieError(f"dataset {path} has {len(env.episodes)} {env.split} episodes: episode "
-                         f"{first} does not exist (give 0..{len(env.episodes) - 1})")
+        raise GenieError(f"dataset {path} has {plural(len(env.episodes), env.split + ' episode')}"
+                         f": episode {first} does not exist (give 0..{len(env.episodes) - 1})")
     prompts = [Prompt(f"episode {e}", lambda e=e: e) for e in env.prompts(first)]
     return env, prompts, f"replay {Path(path).name}"
 

@@ -118,3 +118,40 @@ def test_info(moving_world, capsys):
     assert main(["data", "info", str(moving_world)]) == 0
     out = capsys.readouterr().out
     assert "32x48 (HxW)" in out and "150 in 3 episodes" in out and "actions      yes" in out
+
+
+@pytest.mark.parametrize(("index", "message"), [
+    ("{}", "index.json holds no list of episodes"),
+    ("[]", "index.json holds no list of episodes"),
+    ('[{"split": "train"}]', "episode 0 of index.json lacks a valid split, shard, offset"),
+    ('[{"split": "train", "shard": "x.npy", "offset": 0, "length": 5}]',
+     "index.json names x.npy, which is missing"),
+    ("not json", "index.json"),
+])
+def test_a_damaged_index_is_one_clear_line(moving_world, tmp_path, capsys, index, message):
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(moving_world, data)
+    (data / "index.json").write_text(index)
+    assert main(["data", "info", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"dataset {data} is damaged (" in err and message in err and err.count("\n") == 1, err
+    assert "prepare it again, --overwrite" in err
+    with pytest.raises(GenieError, match="is damaged"):
+        VideoDataset(data, seq_len=4)
+
+
+def test_info_counts_one_episode_as_one(moving_world, tmp_path, capsys):
+    import json
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(moving_world, data)
+    episodes = json.loads((data / "index.json").read_text())
+    (data / "index.json").write_text(json.dumps([ep for ep in episodes if ep["split"] == "train"]
+                                                + [next(ep for ep in episodes
+                                                        if ep["split"] == "val")]))
+    assert main(["data", "info", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "val 1 episode /" in out and "0 files skipped" in out

@@ -138,6 +138,16 @@ def test_nothing_usable_fails_and_leaves_nothing(tmp_path, capsys):
     assert not (tmp_path / "ds").exists()
 
 
+def test_one_of_a_kind_is_counted_as_one(tmp_path, video_maker, capsys):
+    write, square = video_maker
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "a.mp4", square(6))
+    assert main(["data", "prepare", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+                 "--quiet", "--workers", "1", "--val-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert ": 1 episode (1 train, 0 val), 6 frames at 64x64 from 1 video; 0 files skipped" in out
+
+
 def test_existing_dataset_and_foreign_folder(tmp_path, coinrun_raw, capsys):
     out = tmp_path / "ds"
     prepare(coinrun_raw, out, PrepareSettings(), **QUIET)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,11 +89,32 @@ def test_lossy_and_resized(tmp_path):
         ({"levels": -1}, "levels must lie"),
         ({"size": 4}, "too small"),
         ({"repeat": 0}, "--repeat must be at least 1"),
+        ({"seed": -1}, "--seed -1 must lie in 0..4294967295"),
     ],
 )
 def test_bad_settings(tmp_path, change, message):
     with pytest.raises(GenieError, match=message):
         record(tmp_path / "x", RecordSettings(episodes=1, **change), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_ctrl_c_is_one_line(tmp_path):
+    """Ctrl-C reaches the workers too; they leave it to the parent, which says it once."""
+    out = tmp_path / "raw"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genie", "data", "record", "coinrun", "--out", str(out),
+         "--episodes", "100", "--workers", "2", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out.exists() and any(out.iterdir())):  # a worker has begun an episode
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # both workers well into their episodes
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "genie: interrupted\n", err
 
 
 def test_refuses_non_empty_folder(tmp_path):

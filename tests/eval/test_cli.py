@@ -71,7 +71,7 @@ def test_compare_prints_one_column_per_evaluation(evaluated, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--world", "{tmp}/nowhere"], "is not a world (no world.json)"),
+    (["--world", "{tmp}/nowhere"], "nowhere does not exist: give the folder of a trained world"),
     (["--data", "{train_only}"], "has no val episodes (it has: train): pass --split with one "
                                  "of those (--split train), or prepare it again with "
                                  "--val-fraction above 0"),

@@ -13,7 +13,7 @@ import pytest
 import genie
 import genie.worlds
 from genie.cli import main
-from genie.play.calibrate import default_key_map, match_actions
+from genie.play.calibrate import default_key_map, format_calibration, match_actions
 
 
 def one_line_error(capsys, message: str) -> None:
@@ -53,20 +53,45 @@ def test_headless_replay_plays_a_dataset(coinrun_dataset, capsys):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--world", "{tmp}/nowhere"], "is not a world (no world.json)"),
+    (["--world", "{tmp}/nowhere"], "world {tmp}/nowhere does not exist: give the folder"),
+    (["--world", "{tmp}"], "is not a world (no world.json)"),
     (["--world", "{world}", "--prompt", "{tmp}/missing.png"], "does not exist"),
     (["--world", "{world}", "--steps", "3"], "--steps counts frames of a --headless run"),
     (["--world", "{world}", "--headless", "--actions", "0,9"], "--actions '0,9'"),
     (["--replay", "{tmp}/nowhere"], "does not exist"),
-    (["--world", "{world}", "--fps-cap", "0"], "--fps-cap 0: give a number"),
-    (["--world", "{world}", "--temperature", "-1"], "temperature must be >= 0"),
-    (["--world", "{world}", "--top-p", "1.5"], "top_p must be in (0, 1]"),
     (["--replay", "{tmp}/nowhere", "--temperature", "1"], "needs no --world, --prompt or sampl"),
+    (["--replay", "{data}:x"], "--replay {data}:x: the episode after the colon must be a number"),
+    (["--world", "{world}", "--prompt", "{data}:x"], "the episode after the colon must be a"),
 ])
-def test_bad_input_is_one_clear_line(tiny_world, tmp_path, capsys, args, message):
-    args = [a.format(tmp=tmp_path, world=tiny_world) for a in args]
+def test_bad_input_is_one_clear_line(tiny_world, coinrun_dataset, tmp_path, capsys, args,
+                                     message):
+    args = [a.format(tmp=tmp_path, world=tiny_world, data=coinrun_dataset) for a in args]
+    message = message.format(tmp=tmp_path, data=coinrun_dataset)
     assert main(["play", *args, "--device", "cpu"]) == 2
     one_line_error(capsys, message)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--fps-cap", "0"), ("--fps-cap", "-1"), ("--fps-cap", "nan"), ("--seed", "-1"),
+    ("--temperature", "-1"), ("--top-p", "1.5"), ("--top-p", "0"), ("--confidence-noise", "-1"),
+])
+def test_bad_numbers_are_refused_before_the_world_loads(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit:
+        main(["play", "--headless", option, value, "--record", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"argument {option}: {value!r} is not a" in err and "\n" not in err, err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["x.gif", "x.npy", "x"])
+def test_recordings_are_mp4_by_name(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit:
+        main(["play", "--headless", "--record", str(tmp_path / name)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not an mp4 name" in err and "\n" not in err, err
+    assert not any(tmp_path.iterdir())
 
 
 def test_no_world_says_how_to_train_one(monkeypatch, tmp_path, capsys):
@@ -95,6 +120,24 @@ def test_lift_matches_actions_a_busy_latent_does_not_take_them_all():
     assert best == {"LEFT": 1, "NOOP": 0, "RIGHT": 2, "RIGHT+UP": 0}  # argmax count: all 0
     assert latent_names == ["NOOP", "LEFT", "RIGHT", "action 4"]
     assert default_key_map(best) == {"left": 1, "a": 1, "right": 2, "d": 2, "space": 0}
+
+
+def test_keys_that_press_one_latent_action_are_warned_about():
+    best = {"LEFT": 0, "RIGHT": 0, "UP": 1, "RIGHT+UP": 1, "DOWN": 2}
+    result = {"method": "true actions", "transitions": 10, "dataset": "d", "world": "w",
+              "names": ["LEFT", "UP", "DOWN"], "share": [0.5, 0.3, 0.2], "lift": [2, 2, 1],
+              "best_latent": best, "key_map": default_key_map(best)}
+    printed = format_calibration(result)
+    assert [line for line in printed.splitlines() if line.startswith("warning:")] == [
+        "warning: left and right press the same latent action 0: the world's LAM does not tell "
+        "LEFT and RIGHT apart (train it longer); the key map is written anyway",
+        "warning: up and space press the same latent action 1: the world's LAM does not tell "
+        "UP and RIGHT+UP apart (train it longer); the key map is written anyway",
+    ]
+    # Space falls back to UP where the data has no jump forward: the same key by design.
+    best = {"LEFT": 0, "RIGHT": 1, "UP": 2}
+    result |= {"best_latent": best, "key_map": default_key_map(best)}
+    assert "warning" not in format_calibration(result)
 
 
 def test_calibrate_writes_names_and_keys_and_keeps_the_rest(tiny_world, coinrun_dataset,

@@ -101,6 +101,23 @@ def test_generate_and_eval_run_unchanged(dit_world, coinrun_dataset, tmp_path):
     assert set(metrics["settings"]["sampler"]) >= {"steps", "context_noise"}
 
 
+@pytest.mark.parametrize(("command", "options", "message"), [
+    (["generate", "-o", "{tmp}/x.mp4"], ["--temperature", "0.5", "--top-p", "0.9"],
+     "--temperature and --top-p apply only to MaskGIT worlds and {world} is a DiT world: leave "
+     "them out (of the sampling options a DiT world takes --sampling-steps)"),
+    (["play", "--headless"], ["--top-p", "0.9"], "--top-p applies only to MaskGIT worlds"),
+    (["eval", "world", "--data", "{tmp}"], ["--confidence-noise", "0"],
+     "--confidence-noise applies only to MaskGIT worlds"),
+])
+def test_maskgit_options_on_a_dit_world_are_one_clear_line(dit_world, tmp_path, capsys, command,
+                                                           options, message):
+    command = [a.format(tmp=tmp_path) for a in command]
+    assert main([*command, "--world", str(dit_world), *options, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert message.format(world=dit_world) in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_dit_of_another_tokenizer_is_refused(dit_world, tmp_path):
     from genie.tokenizer.model import VideoTokenizer
 

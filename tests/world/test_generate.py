@@ -25,6 +25,8 @@ def prompt_files(tiny_world, tmp_path_factory):
         for frame in clip:
             writer.write(frame)
     (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    (folder / "broken.npy").write_bytes(b"not an array")
     return folder
 
 
@@ -63,20 +65,46 @@ def test_generate_writes_a_video_from_a_dataset_episode(tiny_world, coinrun_data
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--prompt", "missing.png"], "prompt missing.png does not exist"),
+    (["--prompt", "missing.png"], "--prompt missing.png does not exist"),
     (["--prompt", "{dir}/broken.png"], "could not be read"),
+    (["--prompt", "{dir}/broken.mp4"], "broken.mp4 is not a readable video (Invalid data"),
+    (["--prompt", "{dir}/broken.npy"], "broken.npy is not a readable .npy clip"),
+    (["--prompt", "{data}:abc"], "abc: the episode after the colon must be a number"),
     (["--actions", "1,99"], "actions are 0..7"),
-    (["--actions-from", "missing.mp4"], "prompt missing.mp4 does not exist"),
+    (["--actions", ""], "--actions is empty: give latent actions such as 0,0,3x4"),
+    (["--actions-from", "missing.mp4"], "--actions-from missing.mp4 does not exist"),
+    (["--actions-from", "{dir}/broken.mp4"], "--actions-from {dir}/broken.mp4 is not a readable"),
+    (["--actions-from", "{dir}/clip.mp4", "--frames", "40"],
+     "gives 3 actions, fewer than --frames 40"),
+    (["--random-actions", "3", "--frames", "5"], "both say how many frames to make"),
+    (["--side-by-side"], "world's own prompts lack: give --prompt with a video or a dataset"),
     (["--prompt", "{dir}/frame.png", "--side-by-side"], "needs the real continuation"),
     (["--actions", "left"], "is not an action number"),
-    (["--confidence-noise", "-1"], "confidence_noise must be >= 0"),
 ])
-def test_bad_input_is_one_clear_line(tiny_world, prompt_files, tmp_path, capsys, args, message):
-    args = [a.replace("{dir}", str(prompt_files)) for a in args]
+def test_bad_input_is_one_clear_line(tiny_world, prompt_files, coinrun_dataset, tmp_path, capsys,
+                                     args, message):
+    args = [a.format(dir=prompt_files, data=coinrun_dataset) for a in args]
     assert generate(tiny_world, *args, "--out", tmp_path / "x.mp4") == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert message.format(dir=prompt_files) in err and err.count("\n") == 1, err
+    assert "Errno" not in err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_actions_repeat_in_turn_for_the_frames_asked(tiny_world, tmp_path):
+    import json
+
+    out = tmp_path / "out.npy"
+    assert generate(tiny_world, "--actions", "1,2", "--frames", 5, "-o", out) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["actions"] == [1, 2, 1, 2, 1]
+    assert len(np.load(out)) == 4 + 5
+
+
+def test_steps_is_not_an_alias_of_sampling_steps(tmp_path, capsys):
+    # In play --steps counts frames; here it would silently have set the sampling steps.
+    with pytest.raises(SystemExit) as exit:
+        main(["generate", "--steps", "100", "-o", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2 and "unrecognized arguments: --steps" in capsys.readouterr().err
 
 
 def test_parse_actions_is_zero_based_with_repeats():
@@ -110,3 +138,64 @@ def test_side_by_side_from_the_prompt_video_with_its_own_actions(tiny_world, coi
     assert generate(tiny_world, "--prompt", spec, "--prompt-frames", 2, "--actions-from", spec,
                     "--frames", 5, "--seed", 3, "-o", first, "--scale", 1) == 0
     assert np.array_equal(np.load(again), np.load(first))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--fps", "-5", "'-5' is not a frame rate"), ("--fps", "0", "'0' is not a frame rate"),
+    ("--fps", "nan", "'nan' is not a frame rate"), ("--fps", "fast", "'fast' is not a frame"),
+    ("--top-p", "2", "argument --top-p: '2' is not a share of the probability"),
+    ("--temperature", "-0.5", "argument --temperature: '-0.5' is not a number of at least 0"),
+    ("--confidence-noise", "-1", "argument --confidence-noise: '-1' is not a number of at"),
+])
+def test_bad_numbers_are_refused_before_any_frame(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit:  # refused while parsing: no world is even loaded
+        main(["generate", option, value, "-o", str(tmp_path / "x.mp4")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_fractional_frame_rate_is_written_exactly(tiny_world, tmp_path):
+    import json
+    from fractions import Fraction
+
+    import av
+
+    out = tmp_path / "slow.mp4"
+    assert generate(tiny_world, "--actions", "1", "--fps", 7.5, "-o", out, "--scale", 1) == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].average_rate == Fraction(15, 2)
+    assert json.loads(out.with_suffix(".json").read_text())["fps"] == 7.5
+
+
+@pytest.mark.parametrize("name", ["x.json", "x.txt", "x.mkv", "x"])
+def test_only_the_formats_written_are_accepted(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit:
+        main(["generate", "-o", str(tmp_path / name)])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a clip name: end it in .mp4 or .gif" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_recipe_never_replaces_a_file_that_is_not_one(coinrun_dataset, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(coinrun_dataset, data)
+    index = (data / "index.json").read_text()
+    assert main(["generate", "-o", str(data / "index.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "index.json is not a genie recipe" in err and err.count("\n") == 1
+    assert (data / "index.json").read_text() == index and not (data / "index.mp4").exists()
+
+
+def test_npy_holds_the_frames_at_the_worlds_size(tiny_world, tmp_path):
+    out = tmp_path / "frames.npy"
+    assert generate(tiny_world, "--actions", "1,2", "-o", out) == 0  # --scale 4 is for videos
+    frames = np.load(out)
+    assert frames.shape == (4 + 2, 64, 64, 3) and frames.dtype == np.uint8
+    # The clip's own recipe from the first run is no obstacle: the same clip is made again.
+    assert generate(tiny_world, "--actions", "1,2", "-o", out) == 0
+    assert np.array_equal(np.load(out), frames)
