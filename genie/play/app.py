@@ -21,6 +21,7 @@ from genie.play.capture import Recorder, numbered, stamped
 from genie.play.keys import Bindings
 from genie.play.view import Screen, Status
 from genie.play.worker import Failure, Frame, Notice, Previews, Worker
+from genie.plural import plural
 
 TICK_S = 1 / 60  # the window's refresh; frames are shown as soon as they arrive regardless
 MESSAGE_S = 4.0
@@ -46,6 +47,7 @@ class Summary:
     dropped: int
     recorded: list[Path]
     failures: list[str]
+    threads: int | None = None  # torch threads of the world, where play chose or was given them
 
     @property
     def fps(self) -> float:
@@ -54,7 +56,8 @@ class Summary:
     def line(self) -> str:
         return (f"{self.frames} frames in {self.seconds:.2f}s: {self.compute_ms:.1f} ms/frame "
                 f"generating, {self.fps:.1f} fps, {self.latency_ms:.1f} ms from request to "
-                f"frame, {self.previews} preview batches")
+                f"frame, {self.previews} preview batches"
+                + (f", {plural(self.threads, 'thread')}" if self.threads else ""))
 
 
 class App:
@@ -158,7 +161,7 @@ class App:
         seconds = end - self._first_request if self._first_request and end else 0.0
         return Summary(len(self.compute_ms), seconds, _mean(self.compute_ms),
                        _mean(self.latency_ms), self.worker.preview_count, self.worker.dropped,
-                       self.recorded, self.failures)
+                       self.recorded, self.failures, self.worker.threads)
 
     # ------------------------------------------------------------------ input
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 
@@ -14,6 +15,7 @@ import genie
 import genie.worlds
 from genie.cli import main
 from genie.play.calibrate import default_key_map, format_calibration, match_actions
+from genie.play.launch import idle_cores
 
 
 def one_line_error(capsys, message: str) -> None:
@@ -27,8 +29,19 @@ def test_headless_play_records_and_reports(tiny_world, tmp_path, capsys):
                  "0,3", "--record", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("5 frames in ") and "ms/frame" in printed and "fps" in printed
+    assert re.search(r", \d+ threads?$", printed, re.M)  # chosen from the idle cores
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 1 + 5  # the start frame + 5 steps
+
+
+def test_threads_default_to_the_cores_other_work_leaves_idle(tiny_world, capsys):
+    assert idle_cores(load=0.0, cores=2) == 2
+    assert idle_cores(load=0.9, cores=2) == 1  # one core busy: two threads would wait on it
+    assert idle_cores(load=6.0, cores=2) == 1  # never fewer than one
+    assert idle_cores(load=1.2, cores=8) == 7
+    assert main(["play", "--world", str(tiny_world), "--headless", "--steps", "2",
+                 "--threads", "1", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip().endswith(", 1 thread")
 
 
 def _recorded(world, tmp_path, name: str, *options: str) -> np.ndarray:
