@@ -249,17 +249,25 @@ class Trainer:
     # ------------------------------------------------------------------------ the loop
 
     def _batches(self):
-        """Endless batches; resumes mid-epoch exactly where the checkpoint was taken."""
-        while True:
-            self.loader.set_epoch(self.progress.epoch)
-            loader = self.loader
-            if self.progress.batch:
-                loader = self.accelerator.skip_first_batches(self.loader, self.progress.batch)
-            for batch in loader:
-                self.progress.batch += 1
-                yield batch
-            self.progress.epoch += 1
-            self.progress.batch = 0
+        """Endless batches; resumes mid-epoch exactly where the checkpoint was taken.
+
+        Closing it (or an error in the loader) stops the loader's workers.
+        """
+        loader = self.loader
+        try:
+            while True:
+                self.loader.set_epoch(self.progress.epoch)
+                loader = self.loader
+                if self.progress.batch:
+                    loader = self.accelerator.skip_first_batches(self.loader, self.progress.batch)
+                for batch in loader:
+                    self.progress.batch += 1
+                    yield batch
+                self.progress.epoch += 1
+                self.progress.batch = 0
+        finally:
+            _stop_workers(loader)
+            _stop_workers(self.loader)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop = signal.Signals(signum).name
@@ -353,6 +361,7 @@ class Trainer:
                 self.save_checkpoint()  # unless the last step was just checkpointed
             return self.export()
         finally:
+            batches.close()
             bar.close()
             acc.end_training()
             for s, h in handlers.items():
@@ -381,6 +390,21 @@ def _ignore_stop_signals(worker_id: int) -> None:
     # The main process stops them itself once the checkpoint is saved.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _stop_workers(loader) -> None:
+    """Stop a loader's persistent workers now rather than when the loader is garbage.
+
+    After an error the traceback keeps the trainer, and with it the loader, alive until the
+    interpreter exits; there multiprocessing stops its children with SIGTERM, which the workers
+    ignore (_ignore_stop_signals), then waits for them forever. Asked through the loader, they
+    stop at once.
+    """
+    loader = getattr(loader, "base_dataloader", loader)  # under accelerate's wrapper
+    iterator = getattr(loader, "_iterator", None)  # where torch keeps persistent workers
+    if iterator is not None:
+        iterator._shutdown_workers()
+        loader._iterator = None
 
 
 def _frames_in(batch) -> int:

@@ -275,6 +275,52 @@ def test_sigterm_saves_and_exits_cleanly(coinrun_dataset, tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
+_CRASH = """
+import sys, torch
+from genie.config import load_config
+from genie.data.dataset import VideoDataset
+from genie.train.engine import Trainer
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, batch):
+        raise RuntimeError("a bug in the model")
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        raise FileNotFoundError("a shard went missing")
+
+data, out, where = sys.argv[1:]
+config = load_config("test", ["data.num_workers=1"])
+dataset = Data() if where == "loader" else VideoDataset(data, 2)
+Trainer(Model(), dataset, train=config.tokenizer.train, run=config.run, data=config.data,
+        out=out, device="cpu").fit()
+"""
+
+
+@pytest.mark.parametrize("where", ["model", "loader"])
+def test_a_crash_with_loader_workers_exits(coinrun_dataset, tmp_path, where):
+    # Uncaught, the error's traceback keeps the loader alive until the interpreter exits, where
+    # its workers (which ignore SIGTERM) used to be waited for forever.
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH, str(coinrun_dataset),
+                             str(tmp_path / "run"), where], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the crashed training did not exit")
+    assert proc.returncode == 1
+    assert ("a bug in the model" if where == "model" else "a shard went missing") in err
+
+
 def test_two_processes_with_accelerate_launch(coinrun_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
