@@ -128,8 +128,5 @@ def train_lam(config: Config, data: str | Path, out: str | Path, *, resume: bool
     """Train the latent action model; returns the exported model folder (RUN/model)."""
     from genie.lam.model import LatentActionModel
 
-    if (config.lam.train.seq_len or config.data.seq_len) < 2:
-        raise GenieError("lam.train.seq_len must be at least 2: an action is a transition "
-                         "between two frames")
     return _train_stage("lam", LatentActionModel, config, data, out, resume=resume, init=init,
                         device=device, windowed=True)

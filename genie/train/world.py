@@ -54,11 +54,7 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
                                   made_from=made_from, device=dev, latents=encoder_latents)
         coding_seconds = time.perf_counter() - started
-    seq_len = cfg.train.seq_len or cfg.context
-    if seq_len > cfg.context:
-        raise GenieError(f"dynamics.train.seq_len {seq_len} exceeds dynamics.context "
-                         f"{cfg.context}: the model never attends that far; lower it")
-    dataset = TokenDataset(cache, seq_len, latents=encoder_latents)
+    dataset = TokenDataset(cache, cfg.train.seq_len or cfg.context, latents=encoder_latents)
     torch.manual_seed(config.run.seed)
     model = new_model(cfg.backend, tok, lam_model.config.num_actions, **cfg.model_kwargs())
     if init and not resume:
