@@ -266,6 +266,7 @@ def _check_stages(config: Config) -> None:
         raise GenieError(f"dynamics.train.seq_len {dynamics.train.seq_len} exceeds "
                          f"dynamics.context {dynamics.context}: the model never attends that "
                          "far; lower it")
+    dynamics.model_kwargs()  # refuses settings of the other backend, now rather than at its stage
 
 
 def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

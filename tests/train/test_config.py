@@ -69,6 +69,7 @@ def test_mistakes_are_named(override, message):
         ("tokenizer.train.betas=[0.9, 1.0]", "betas must be two numbers at least 0 and below 1"),
         ("lam.train.seq_len=1", "lam.train.seq_len must be at least 2"),
         ("dynamics.train.seq_len=5", "dynamics.train.seq_len 5 exceeds dynamics.context 4"),
+        ("dynamics.latent=encoder", "dynamics.latent=encoder is a DiT setting"),
     ],
 )
 def test_values_out_of_range_are_named(override, message):
