@@ -47,14 +47,7 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
                          f"{tok.config.width}: train both on the same dataset")
     made_from = fingerprint(Path(data), resolve_model_dir(tokenizer, "tokenizer"),
                             resolve_model_dir(lam, "lam"))
-    dev = pick_device(device)
-    encoder_latents = cfg.backend == "dit" and cfg.latent == "encoder"
-    with PartialState().main_process_first():  # one process codes the dataset, the rest read it
-        started = time.perf_counter()
-        cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
-                                  made_from=made_from, device=dev, latents=encoder_latents)
-        coding_seconds = time.perf_counter() - started
-    dataset = TokenDataset(cache, cfg.train.seq_len or cfg.context, latents=encoder_latents)
+    # The model first: a wrong --init-from fails now, not after minutes of coding the dataset.
     torch.manual_seed(config.run.seed)
     model = new_model(cfg.backend, tok, lam_model.config.num_actions, **cfg.model_kwargs())
     if init and not resume:
@@ -62,7 +55,15 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         if hasattr(model, "same_codebook") and not model.same_codebook(tok.quantizer.codebook):
             raise GenieError(f"--init-from {init} is a DiT trained on another tokenizer: start "
                              "from one trained on this tokenizer, or from scratch")
+    dev = pick_device(device)
+    encoder_latents = cfg.backend == "dit" and cfg.latent == "encoder"
+    with PartialState().main_process_first():  # one process codes the dataset, the rest read it
+        started = time.perf_counter()
+        cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
+                                  made_from=made_from, device=dev, latents=encoder_latents)
+        coding_seconds = time.perf_counter() - started
     del tok, lam_model
+    dataset = TokenDataset(cache, cfg.train.seq_len or cfg.context, latents=encoder_latents)
     describe = {
         "stage": "dynamics", "config": to_dict(config),
         "dataset": {"path": str(Path(data).resolve()), "frames": made_from["frames"],
