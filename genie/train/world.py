@@ -7,6 +7,7 @@ world.json is always a whole world.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from genie.config import Config, to_dict
 from genie.data.files import write_json_atomic
 from genie.data.index import open_dataset
 from genie.errors import GenieError
-from genie.train.stages import init_from, load_model, resolve_model_dir
+from genie.train.stages import check_kind, init_from, load_model, resolve_model_dir
 
 PARTS = ("tokenizer", "lam", "dynamics")
 
@@ -90,26 +91,38 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
     `init`: a world whose parts start every stage trained here (fine-tuning); parts given as
     `tokenizer` or `lam` are taken as they are.
     """
+    from genie.dynamics import model_class
+    from genie.lam.model import LatentActionModel
+    from genie.tokenizer.model import VideoTokenizer
     from genie.train.stages import train_lam, train_tokenizer
 
     out = Path(out)
     if (out / "world.json").exists():
         raise GenieError(f"{out} already holds a finished world: choose a new --out "
                          "(nothing was overwritten)")
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise GenieError(f"{out} already holds a world in training: add --resume to continue "
-                         "it, or choose a new --out (nothing was overwritten)")
-    if init:  # a wrong --init-from fails now, not after an hour of training
+    classes = {"tokenizer": VideoTokenizer, "lam": LatentActionModel,
+               "dynamics": model_class(config.dynamics.backend)}
+    # Wrong parts fail now, before anything is copied and not after an hour of training.
+    given = {"tokenizer": tokenizer, "lam": lam}
+    sources = {part: _given_part(classes[part], path, part, data)
+               for part, path in given.items() if path}
+    if init:
         missing = [p for p in PARTS if not (Path(init) / p / "config.json").exists()]
         if missing:
             raise GenieError(f"--init-from {init} is not a world folder (no {', '.join(missing)} "
                              "in it): give a world made by `genie train world`")
-    given = {"tokenizer": tokenizer, "lam": lam}
+        for part in PARTS:
+            check_kind(classes[part], Path(init) / part, part)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise GenieError(f"{out} already holds a world in training: add --resume to continue "
+                         "it, or choose a new --out (nothing was overwritten)")
+    for part, source in sources.items():
+        _check_held(out, part, source, given[part])
     trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
     for part in ("tokenizer", "lam"):
         if not (out / part / "config.json").exists():
             if given[part]:
-                source = resolve_model_dir(given[part], part)
+                source = sources[part]
             else:
                 run = out / "runs" / part
                 source = trainers[part](config, data, run, resume=(run / "run.json").exists(),
@@ -129,6 +142,36 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
         meta["provenance"]["init_from"] = str(Path(init).resolve())
     write_json_atomic(out / "world.json", meta)
     return out
+
+
+def _given_part(cls, path: str | Path, part: str, data: str | Path) -> Path:
+    """The model folder of a part given by path, once it is known to be a `cls` of the
+    dataset's frame size."""
+    check_kind(cls, path, part)
+    source = resolve_model_dir(path, part)
+    model = json.loads((source / "config.json").read_text())
+    size, frames = open_dataset(data).size, (model["height"], model["width"])
+    if frames != size:
+        raise GenieError(f"--{part} {path} was trained on {frames[0]}x{frames[1]} frames but "
+                         f"{data} holds {size[0]}x{size[1]}: give a {part} trained on this "
+                         "dataset, or a dataset of its size")
+    return source
+
+
+def _check_held(out: Path, part: str, source: Path, path: str | Path) -> None:
+    """Refuse a part given for a world in training that already holds another."""
+    held = out / part
+    if not (held / "config.json").exists():
+        return
+    names = [p.name for p in source.iterdir() if p.is_file()]
+    _, mismatch, errors = filecmp.cmpfiles(source, held, names, shallow=False)
+    if not mismatch and not errors:
+        return
+    if (out / "dynamics").exists() or (out / "runs" / "dynamics" / "run.json").exists():
+        raise GenieError(f"{out} trains its dynamics on another {part} than --{part} {path}: "
+                         f"resume without --{part} to go on with it, or train into a new --out")
+    raise GenieError(f"{held} holds another {part} than --{part} {path}: delete {held} to take "
+                     f"it instead, or resume without --{part} to keep the one there")
 
 
 def _reuse_token_cache(init: Path, data: str | Path, out: Path) -> None:

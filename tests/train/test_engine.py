@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from genie.cli import main
 from genie.config import load_config
-from genie.data.prepare import PrepareSettings, prepare
 from genie.errors import GenieError
 from genie.train.engine import Trainer, _Progress, lr_lambda
 
@@ -339,22 +338,3 @@ def test_two_processes_with_accelerate_launch(coinrun_dataset, tmp_path, capsys)
     assert main(["eval", "tokenizer", "--model", str(out), "--data", str(coinrun_dataset),
                  "--seq-len", "4", "--json", str(json_out), "--device", "cpu"]) == 0
     assert json.loads(json_out.read_text())["psnr"] > 5
-
-
-@pytest.fixture
-def small_dataset():
-    """Make a small prepared dataset of a given size from synthetic videos."""
-    from genie.data.video import VideoWriter
-
-    def make(root: Path, height: int, width: int) -> Path:
-        src = root / "src"
-        src.mkdir()
-        for v in range(2):
-            with VideoWriter(src / f"{v}.mp4") as w:
-                for t in range(8):
-                    w.write(torch.full((height, width, 3), 20 * t + v, dtype=torch.uint8).numpy())
-        prepare(src, root / "ds", PrepareSettings(size=(height, width)), progress=False,
-                log=lambda m: None)
-        return root / "ds"
-
-    return make

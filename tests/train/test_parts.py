@@ -38,3 +38,32 @@ def test_a_model_of_another_kind_is_named(tiny_world, coinrun_dataset, tmp_path,
     err = fails(["train", "tokenizer", "--config", "test", "--data", data, "--out",
                  str(tmp_path / "tok"), "--init-from", str(unfinished)], capfd)
     assert f"{unfinished} is a latent action model, not a tokenizer" in err
+
+
+def test_train_world_checks_given_parts_before_copying(tiny_world, coinrun_dataset, small_dataset,
+                                                       tmp_path, capfd):
+    tok, lam = tiny_world / "runs" / "tokenizer", tiny_world / "runs" / "lam"
+    out = tmp_path / "w"
+    world = ["train", "world", "--config", "test", "--data", str(coinrun_dataset), "--out",
+             str(out), "dynamics.train.steps=2"]
+    err = fails([*world, "--tokenizer", str(lam), "--lam", str(lam)], capfd)
+    assert f"{lam} is a latent action model, not a tokenizer" in err
+    other = small_dataset(tmp_path, 32, 32)
+    err = fails(["train", "world", "--config", "test", "--data", str(other), "--out", str(out),
+                 "--tokenizer", str(tok)], capfd)
+    assert f"--tokenizer {tok} was trained on 64x64 frames but {other} holds 32x32" in err
+    assert not out.exists()
+    # A world in training holding another part than the one given (as genie once left it, having
+    # copied a wrong part before checking it) says so, and how to go on.
+    shutil.copytree(lam / "model", out / "tokenizer")
+    err = fails([*world, "--tokenizer", str(tok), "--lam", str(lam), "--resume"], capfd)
+    assert f"{out / 'tokenizer'} holds another tokenizer than --tokenizer {tok}: delete " in err
+    (out / "runs" / "dynamics").mkdir(parents=True)
+    (out / "runs" / "dynamics" / "run.json").write_text("{}")
+    err = fails([*world, "--tokenizer", str(tok), "--lam", str(lam), "--resume"], capfd)
+    assert f"{out} trains its dynamics on another tokenizer than --tokenizer {tok}" in err
+    shutil.rmtree(out)
+    shutil.copytree(tok / "model", out / "tokenizer")
+    assert main([*world, "--tokenizer", str(tok), "--lam", str(lam), "--resume", "--device",
+                 "cpu"]) == 0
+    assert (out / "world.json").exists()
