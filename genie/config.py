@@ -3,12 +3,15 @@
 A preset has shared `data` and `run` sections and one section per model, each holding the
 model's architecture and its own `train` settings. Overrides are dotted `key=value` strings
 (`tokenizer.train.lr=3e-4`); an unknown key, a value of the wrong type or out of range is a
-GenieError that names it.
+GenieError that names it. A resumed run goes on with the settings it was started with
+(resume_config).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -269,20 +272,13 @@ def _check_stages(config: Config) -> None:
     dynamics.model_kwargs()  # refuses settings of the other backend, now rather than at its stage
 
 
-def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a preset by name (`tiny`) or path (`configs/tiny.yaml`) and apply overrides."""
+def load_config(preset: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+                saved: dict | None = None) -> Config:
+    """Load a preset by name (`tiny`) or path (`configs/tiny.yaml`), or instead the `saved`
+    config of a run (as to_dict gave it), and apply overrides."""
     import yaml
 
-    path = Path(preset)
-    if not path.suffix:
-        path = PRESETS_DIR / f"{preset}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise GenieError(f"config {preset} not found: give a YAML file or a preset ({known})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise GenieError(f"config {path} is not valid YAML: {e}") from e
+    raw = copy.deepcopy(saved) if saved is not None else _read_preset(preset)
     overridden = set()
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -299,6 +295,56 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     config = from_dict(Config, raw)
     _check_stages(config)
     return config
+
+
+def resume_config(run: Path, saved: Path, preset: str | None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The settings a run resumes with: those it was started with (under "config" in `saved`,
+    its run.json), the overrides on top, so that it goes on as it began.
+
+    A `preset` given as well must give the same settings: one that differs (another preset,
+    or one changed since) would otherwise be ignored without a word. Runs that saved no
+    settings resume with the preset (default tiny).
+    """
+    started = json.loads(saved.read_text()).get("config") if saved.exists() else None
+    if started is None:
+        return load_config(preset or "tiny", overrides)
+    config = load_config(None, overrides, saved=started)
+    if preset is not None:
+        differ = _differences(to_dict(config), to_dict(load_config(preset, overrides)))
+        if differ:
+            more = ", ..." if len(differ) > 3 else ""
+            raise GenieError(f"{run} was started with other settings than --config {preset} "
+                             f"gives ({', '.join(differ[:3])}{more}): drop --config to resume "
+                             "with its own, adding KEY=VALUE for what should change")
+    return config
+
+
+def _differences(mine: dict, theirs: dict, where: str = "") -> list[str]:
+    """'key mine, not theirs' for every setting that differs, by dotted key."""
+    found = []
+    for key in sorted(set(mine) | set(theirs)):
+        name, a, b = f"{where}.{key}" if where else key, mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, name)
+        elif a != b:
+            found.append(f"{name} {a}, not {b}")
+    return found
+
+
+def _read_preset(preset: str | Path) -> dict:
+    import yaml
+
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise GenieError(f"config {preset} not found: give a YAML file or a preset ({known})")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GenieError(f"config {path} is not valid YAML: {e}") from e
 
 
 def _set_dotted(tree: dict, key: str, value) -> None:

@@ -136,8 +136,11 @@ def _train_stage(stage: str, cls, config: Config, data: str | Path, out: str | P
                     "windows": len(dataset)},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    # What sets the model settings that are not this stage's own config keys.
+    origins = {"height": "--data", "width": "--data",
+               "window": f"{stage}.train.seq_len" if cfg.train.seq_len else "data.seq_len"}
     trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
-                      device=device, resume=resume, describe=describe)
+                      device=device, resume=resume, describe=describe, origins=origins)
     return trainer.fit()
 
 

@@ -1,8 +1,8 @@
 """Training the dynamics model on a frozen tokenizer and LAM, and assembling a world folder.
 
-`genie train world --out W` runs every stage into W/runs/<stage>/ (each resumable), copies each
-finished model into W/<part>/, and writes W/prompts/ and W/world.json last, so a folder with a
-world.json is always a whole world.
+`genie train world --out W` runs every stage into W/runs/<stage>/ (each resumable, with the
+settings kept in W/runs/config.json), copies each finished model into W/<part>/, and writes
+W/prompts/ and W/world.json last, so a folder with a world.json is always a whole world.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from genie.errors import GenieError
 from genie.train.stages import check_kind, init_from, load_model, resolve_model_dir
 
 PARTS = ("tokenizer", "lam", "dynamics")
+# The preset and settings a world in training was started with (and last resumed with), which
+# `--resume` goes on with.
+SETTINGS = Path("runs") / "config.json"
 
 
 def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokenizer: str | Path,
@@ -73,8 +76,10 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         "token_cache_seconds": round(coding_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    origins = {"vocab_size": "--tokenizer", "grid_h": "--tokenizer", "grid_w": "--tokenizer",
+               "code_dim": "--tokenizer", "num_actions": "--lam"}
     trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
-                      device=device, resume=resume, describe=describe)
+                      device=device, resume=resume, describe=describe, origins=origins)
     return trainer.fit()
 
 
@@ -85,12 +90,15 @@ def _config_of(path: str | Path, part: str) -> dict:
 def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
                 device: str = "auto", tokenizer: str | Path | None = None,
                 lam: str | Path | None = None, init: str | Path | None = None,
-                preset: str = "") -> Path:
+                preset: str | None = None) -> Path:
     """Train (or take) each part into the world folder `out`; returns it.
 
     `init`: a world whose parts start every stage trained here (fine-tuning); parts given as
-    `tokenizer` or `lam` are taken as they are.
+    `tokenizer` or `lam` are taken as they are. `preset`: the name world.json records (resumed
+    and not given: the one the world was started with).
     """
+    from accelerate import PartialState
+
     from genie.dynamics import model_class
     from genie.lam.model import LatentActionModel
     from genie.tokenizer.model import VideoTokenizer
@@ -118,6 +126,13 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
                          "it, or choose a new --out (nothing was overwritten)")
     for part, source in sources.items():
         _check_held(out, part, source, given[part])
+    settings = out / SETTINGS
+    if settings.exists():
+        preset = preset or json.loads(settings.read_text()).get("preset")
+    preset = preset or "tiny"
+    if PartialState().is_main_process:
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(settings, {"preset": preset, "config": to_dict(config)})
     trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
     for part in ("tokenizer", "lam"):
         if not (out / part / "config.json").exists():
