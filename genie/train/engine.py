@@ -204,11 +204,7 @@ class Trainer:
         stage = run.get("stage")
         causes = list(dict.fromkeys(origins.get(k, f"{stage}.{k}" if stage else k)
                                     for k in changed))
-        # What the run was started with, for the options that can change its model.
-        started = {"--data": run.get("dataset", {}).get("path"),
-                   "--tokenizer": run.get("tokenizer"), "--lam": run.get("lam")}
-        given = {"--data": describe.get("dataset", {}).get("path"),
-                 "--tokenizer": describe.get("tokenizer"), "--lam": describe.get("lam")}
+        started, given = _options(run), _options(describe)
         named = [f"{c} ({given[c]})" if given.get(c) else c for c in causes]
         fixes = [f"resume with {c} {started[c]}, which it was trained with" if started.get(c)
                  else f"resume with the {c} it was trained with"
@@ -436,6 +432,13 @@ def _ignore_stop_signals(worker_id: int) -> None:
     # The main process stops them itself once the checkpoint is saved.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _options(info: dict) -> dict[str, str | None]:
+    """The paths a run.json (or a stage's description of a run) holds for the options that
+    shape a model beside its config."""
+    return {"--data": info.get("dataset", {}).get("path"), "--tokenizer": info.get("tokenizer"),
+            "--lam": info.get("lam")}
 
 
 def _stop_workers(loader) -> None:

@@ -121,7 +121,9 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
                              "in it): give a world made by `genie train world`")
         for part in PARTS:
             check_kind(classes[part], Path(init) / part, part)
-    if out.exists() and any(out.iterdir()) and not resume:
+    # Settings alone are what a first stage that failed at once leaves: nothing to resume.
+    if out.exists() and any(p != out / SETTINGS for p in out.rglob("*") if p.is_file()) \
+            and not resume:
         raise GenieError(f"{out} already holds a world in training: add --resume to continue "
                          "it, or choose a new --out (nothing was overwritten)")
     for part, source in sources.items():

@@ -65,10 +65,14 @@ def test_what_a_resume_cannot_change_is_named(coinrun_dataset, small_dataset, tm
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
-def test_a_world_resumes_with_its_own_settings(coinrun_dataset, tmp_path):
+def test_a_world_resumes_with_its_own_settings(coinrun_dataset, tmp_path, capsys):
     out = tmp_path / "w"
     world = ["train", "world", "--data", str(coinrun_dataset), "--out", str(out), "--device",
              "cpu"]
+    # A first stage refused at once leaves only the settings: the next start needs no --resume.
+    for _ in range(2):
+        assert main([*world, "--config", "test", "tokenizer.patch=7"]) == 2
+        assert "does not split into 7px patches" in capsys.readouterr().err
     short = ["tokenizer.train.steps=2", "lam.train.steps=2", "dynamics.train.steps=2"]
     assert main([*world, "--config", "test", *short]) == 0
     # As if stopped before the dynamics finished.
