@@ -290,15 +290,24 @@ def _setup_compute(args: argparse.Namespace) -> None:
 
 def _train_part(args: argparse.Namespace) -> None:
     """`genie train tokenizer` and `genie train lam`: one model on its own."""
-    from genie.config import load_config
     from genie.train import stages
 
     _setup_compute(args)
-    config = load_config(args.config, args.overrides)
+    config = _train_config(args, args.overrides, Path(args.out) / "run.json")
     train = {"tokenizer": stages.train_tokenizer, "lam": stages.train_lam}[args.part]
     model_dir = train(config, args.data, args.out, resume=args.resume, init=args.init_from,
                       device=args.device)
     _say_once(f"{args.part} trained: {model_dir}{_training_summary(model_dir)}")
+
+
+def _train_config(args: argparse.Namespace, overrides: list[str], saved: Path):
+    """--config and the overrides; resuming, the settings the run was started with (kept in
+    `saved`) with the overrides on top."""
+    from genie.config import load_config, resume_config
+
+    if args.resume:
+        return resume_config(Path(args.out), saved, args.config, overrides)
+    return load_config(args.config or "tiny", overrides)
 
 
 def _training_summary(model_dir) -> str:
@@ -416,22 +425,20 @@ def _add_train(sub) -> None:
 
 
 def _train_dynamics(args: argparse.Namespace) -> None:
-    from genie.config import load_config
     from genie.train.world import train_dynamics
 
     _setup_compute(args)
-    config = load_config(args.config, _with_backend(args))
+    config = _train_config(args, _with_backend(args), Path(args.out) / "run.json")
     model_dir = train_dynamics(config, args.data, args.out, tokenizer=args.tokenizer, lam=args.lam,
                                resume=args.resume, init=args.init_from, device=args.device)
     _say_once(f"dynamics trained: {model_dir}{_training_summary(model_dir)}")
 
 
 def _train_world(args: argparse.Namespace) -> None:
-    from genie.config import load_config
-    from genie.train.world import train_world
+    from genie.train.world import SETTINGS, train_world
 
     _setup_compute(args)
-    config = load_config(args.config, _with_backend(args))
+    config = _train_config(args, _with_backend(args), Path(args.out) / SETTINGS)
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, init=args.init_from,
                         preset=args.config)
@@ -454,12 +461,14 @@ def _add_backend_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_args(parser: argparse.ArgumentParser, out_help: str = "run folder") -> None:
-    parser.add_argument("--config", default="tiny", help="preset name or YAML path (default: tiny)")
+    parser.add_argument("--config", help="preset name or YAML path (default: tiny; with --resume, "
+                        "the settings the run was started with)")
     parser.add_argument("--data", required=True, help="prepared dataset folder")
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint")
+                        help="continue from the latest checkpoint, with the run's own settings "
+                        "and any KEY=VALUE given on top")
 
 
 def _add_world_stages(tsub) -> None:

@@ -2,13 +2,17 @@
 
 A preset has shared `data` and `run` sections and one section per model, each holding the
 model's architecture and its own `train` settings. Overrides are dotted `key=value` strings
-(`tokenizer.train.lr=3e-4`); an unknown key or a value of the wrong type is a GenieError that
-names it.
+(`tokenizer.train.lr=3e-4`); an unknown key, a value of the wrong type or out of range is a
+GenieError that names it. A resumed run goes on with the settings it was started with
+(resume_config).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -176,20 +180,105 @@ class Config:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
 
-def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a preset by name (`tiny`) or path (`configs/tiny.yaml`) and apply overrides."""
+# The values each setting may take, checked as a config is built: a value out of range is one
+# line naming it, not a traceback mid-training or an export of an untrained model.
+
+
+def _at_least(low):
+    return (lambda v: v >= low), f"at least {low}"
+
+
+def _above(low):
+    return (lambda v: v > low), f"above {low}"
+
+
+def _from(low, high, *, below: bool = False):
+    """low <= v <= high, or below high with `below`."""
+    if below:
+        return (lambda v: low <= v < high), f"at least {low} and below {high}"
+    return (lambda v: low <= v <= high), f"from {low} to {high}"
+
+
+def _one_of(*names):
+    return (lambda v: v in names), f"one of {', '.join(names)}"
+
+
+_POSITIVE, _COUNT = _at_least(1), _at_least(0)
+_FRACTION = _from(0, 1, below=True)  # probabilities and decays that must leave something
+_LIMITS = {
+    TrainConfig: {
+        "steps": _POSITIVE, "batch_size": _POSITIVE, "seq_len": _POSITIVE,
+        "grad_accum": _POSITIVE, "lr": _above(0), "min_lr_ratio": _from(0, 1),
+        "warmup_steps": _COUNT, "weight_decay": _at_least(0),
+        "betas": ((lambda v: all(0 <= b < 1 for b in v)), "two numbers at least 0 and below 1"),
+        "grad_clip": _above(0), "ema_decay": _FRACTION, "log_every": _POSITIVE,
+        "sample_every": _COUNT, "checkpoint_every": _COUNT, "keep_checkpoints": _POSITIVE,
+        "max_minutes": _at_least(0),
+    },
+    DataConfig: {"seq_len": _POSITIVE, "frame_skip": _POSITIVE, "num_workers": _COUNT},
+    # numpy's generator, which set_seed seeds too, takes 32 bits.
+    RunConfig: {"seed": _from(0, 2**32 - 1), "precision": _one_of("auto", "bf16", "fp32")},
+    TokenizerConfig: {
+        "patch": _POSITIVE, "dim": _POSITIVE, "encoder_depth": _POSITIVE,
+        "decoder_depth": _POSITIVE, "heads": _POSITIVE, "code_dim": _POSITIVE,
+        "codebook_size": _POSITIVE, "commitment": _at_least(0),
+    },
+    LamConfig: {
+        "patch": _POSITIVE, "dim": _POSITIVE, "encoder_depth": _POSITIVE,
+        "decoder_depth": _POSITIVE, "heads": _POSITIVE, "num_actions": _POSITIVE,
+        "code_dim": _POSITIVE, "commitment": _at_least(0), "restart_after": _COUNT,
+        "action_dropout": _FRACTION, "entropy_weight": _at_least(0),
+    },
+    DiTSamplingConfig: {"steps": _POSITIVE, "context_noise": _FRACTION, "shift": _above(0)},
+    DynamicsConfig: {
+        "backend": _one_of("maskgit", "dit"), "dim": _POSITIVE, "depth": _POSITIVE,
+        "heads": _POSITIVE, "context": _at_least(2), "context_noise": _FRACTION,
+        "prediction": _one_of("velocity", "x0"), "latent": _one_of("code", "encoder"),
+        "sample_steps": _POSITIVE, "temperature": _at_least(0),
+        "top_p": ((lambda v: 0 < v <= 1), "above 0 and at most 1"),
+        "confidence_noise": _at_least(0),
+    },
+}
+
+
+def _check_limits(section, where: str) -> None:
+    """Every setting of `section` in its range, and a width its heads can share."""
+    for key, (ok, allowed) in _LIMITS.get(type(section), {}).items():
+        value = getattr(section, key)
+        if value is not None and not ok(value):
+            raise GenieError(f"config key {where}.{key} must be {allowed}, got {value!r}")
+    if hasattr(section, "heads"):
+        # Each head's width must be even for its rotary positions; the LAM's fixed sin-cos
+        # positions also split the width in four.
+        multiple = math.lcm(2 * section.heads, 4 if isinstance(section, LamConfig) else 1)
+        if section.dim % multiple:
+            sincos = " and a multiple of 4 for its sin-cos positions" \
+                if isinstance(section, LamConfig) else ""
+            raise GenieError(f"config key {where}.dim must be a multiple of {multiple} (an even "
+                             f"width for each of {where}.heads={section.heads}{sincos}), got "
+                             f"{section.dim}")
+
+
+def _check_stages(config: Config) -> None:
+    """Settings that only make sense together, across sections."""
+    if (config.lam.train.seq_len or config.data.seq_len) < 2:
+        raise GenieError("lam.train.seq_len must be at least 2: an action is a transition "
+                         "between two frames")
+    dynamics = config.dynamics
+    if (dynamics.train.seq_len or dynamics.context) > dynamics.context:
+        raise GenieError(f"dynamics.train.seq_len {dynamics.train.seq_len} exceeds "
+                         f"dynamics.context {dynamics.context}: the model never attends that "
+                         "far; lower it")
+    dynamics.model_kwargs()  # refuses settings of the other backend, now rather than at its stage
+
+
+def load_config(preset: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+                saved: dict | None = None) -> Config:
+    """Load a preset by name (`tiny`) or path (`configs/tiny.yaml`), or instead the `saved`
+    config of a run (as to_dict gave it), and apply overrides."""
     import yaml
 
-    path = Path(preset)
-    if not path.suffix:
-        path = PRESETS_DIR / f"{preset}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
-        raise GenieError(f"config {preset} not found: give a YAML file or a preset ({known})")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise GenieError(f"config {path} is not valid YAML: {e}") from e
+    raw = copy.deepcopy(saved) if saved is not None else _read_preset(preset)
     overridden = set()
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -203,7 +292,59 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
         # The preset's context noise is its MaskGIT's (token swaps); a DiT picked by override
         # (--backend dit) keeps its own, dynamics.dit.context_noise.
         dynamics.pop("context_noise", None)
-    return from_dict(Config, raw)
+    config = from_dict(Config, raw)
+    _check_stages(config)
+    return config
+
+
+def resume_config(run: Path, saved: Path, preset: str | None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The settings a run resumes with: those it was started with (under "config" in `saved`,
+    its run.json), the overrides on top, so that it goes on as it began.
+
+    A `preset` given as well must give the same settings: one that differs (another preset,
+    or one changed since) would otherwise be ignored without a word. Runs that saved no
+    settings resume with the preset (default tiny).
+    """
+    started = json.loads(saved.read_text()).get("config") if saved.exists() else None
+    if started is None:
+        return load_config(preset or "tiny", overrides)
+    config = load_config(None, overrides, saved=started)
+    if preset is not None:
+        differ = _differences(to_dict(config), to_dict(load_config(preset, overrides)))
+        if differ:
+            more = ", ..." if len(differ) > 3 else ""
+            raise GenieError(f"{run} was started with other settings than --config {preset} "
+                             f"gives ({', '.join(differ[:3])}{more}): drop --config to resume "
+                             "with its own, adding KEY=VALUE for what should change")
+    return config
+
+
+def _differences(mine: dict, theirs: dict, where: str = "") -> list[str]:
+    """'key mine, not theirs' for every setting that differs, by dotted key."""
+    found = []
+    for key in sorted(set(mine) | set(theirs)):
+        name, a, b = f"{where}.{key}" if where else key, mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, name)
+        elif a != b:
+            found.append(f"{name} {a}, not {b}")
+    return found
+
+
+def _read_preset(preset: str | Path) -> dict:
+    import yaml
+
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise GenieError(f"config {preset} not found: give a YAML file or a preset ({known})")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise GenieError(f"config {path} is not valid YAML: {e}") from e
 
 
 def _set_dotted(tree: dict, key: str, value) -> None:
@@ -217,7 +358,7 @@ def _set_dotted(tree: dict, key: str, value) -> None:
 
 
 def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass `cls` from nested dicts, checking every key and type."""
+    """Build dataclass `cls` from nested dicts, checking every key, type and range."""
     if not isinstance(data, dict):
         raise GenieError(f"config section {where or 'top level'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -230,7 +371,9 @@ def from_dict(cls, data: dict, where: str = ""):
                 f"unknown config key {name}: expected one of {', '.join(sorted(fields))}"
             )
         kwargs[key] = _coerce(hints[key], value, name)
-    return cls(**kwargs)
+    section = cls(**kwargs)
+    _check_limits(section, where)
+    return section
 
 
 def _coerce(hint, value, name: str):

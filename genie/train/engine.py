@@ -7,7 +7,8 @@ state are accelerate's; this file adds the loop around them: schedule, clipping,
 rotation of checkpoints, clean stops and the final export.
 
 Run folder:
-    RUN/run.json                 what was trained on what (checked again on --resume)
+    RUN/run.json                 what was trained on what (checked again on --resume), and
+                                 the settings a --resume goes on with
     RUN/checkpoints/step_0001000 accelerate state (model, optimizer, RNG, progress)
     RUN/logs/                    TensorBoard
     RUN/samples/step_0001000.png
@@ -90,6 +91,7 @@ class Trainer:
         device: str = "auto",
         resume: bool = False,
         describe: dict | None = None,
+        origins: dict[str, str] | None = None,
     ):
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, set_seed
@@ -109,7 +111,7 @@ class Trainer:
         )
         self.precision = precision
         set_seed(run.seed)
-        self._check_run_folder(model, resume, describe or {})
+        self._check_run_folder(model, resume, describe or {}, origins or {})
         if run.compile:
             model = torch.compile(model)
         self.raw_model = model
@@ -150,24 +152,33 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         if resume:
             self._load_latest()
+            self._keep_settings(describe or {})
         self._stop: str | None = None
 
     # ------------------------------------------------------------------------ run folder
 
-    def _check_run_folder(self, model, resume: bool, describe: dict) -> None:
+    def _check_run_folder(self, model, resume: bool, describe: dict,
+                          origins: dict[str, str]) -> None:
         run_json = self.out / "run.json"
         model_config = dict(getattr(model, "config", {}))
         if resume:
             if not run_json.exists():
                 raise GenieError(f"nothing to resume in {self.out}: start it without --resume")
-            saved = json.loads(run_json.read_text()).get("model", {})
+            run = json.loads(run_json.read_text())
+            saved = run.get("model", {})
             changed = sorted(k for k in set(saved) | set(model_config)
                              if saved.get(k) != model_config.get(k) and not k.startswith("_"))
             if changed:
-                diffs = ", ".join(f"{k} {saved.get(k)} -> {model_config.get(k)}" for k in changed)
+                raise GenieError(self._changed_model(run, model_config, changed, describe,
+                                                     origins))
+            # Checkpoints hold EMA weights or not; either way, the run goes on as it began.
+            decay = run.get("train", {}).get("ema_decay", self.train_cfg.ema_decay)
+            if (decay > 0) != (self.train_cfg.ema_decay > 0):
+                key = f"{run['stage']}.train.ema_decay" if "stage" in run else "ema_decay"
                 raise GenieError(
-                    f"cannot resume {self.out}: the model changed ({diffs}); resume with the "
-                    "original config, or train into a new --out"
+                    f"cannot resume {self.out} with {key}={self.train_cfg.ema_decay}: it was "
+                    f"trained {'with' if decay > 0 else 'without'} EMA weights ({decay}): "
+                    "resume without changing it, or train into a new --out"
                 )
             return
         if (self.out / "checkpoints").exists() or (self.out / "model").exists():
@@ -184,6 +195,37 @@ class Trainer:
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     **describe}
             write_json_atomic(run_json, json.loads(json.dumps(info, default=str)))
+
+    def _changed_model(self, run: dict, now: dict, changed: list[str], describe: dict,
+                       origins: dict[str, str]) -> str:
+        """Why a resumed run cannot go on: what changed in its model, what set it (`origins`:
+        the option or config key behind each model setting), and what to give instead."""
+        diffs = ", ".join(f"{k} {run['model'].get(k)} -> {now.get(k)}" for k in changed)
+        stage = run.get("stage")
+        causes = list(dict.fromkeys(origins.get(k, f"{stage}.{k}" if stage else k)
+                                    for k in changed))
+        started, given = _options(run), _options(describe)
+        named = [f"{c} ({given[c]})" if given.get(c) else c for c in causes]
+        fixes = [f"resume with {c} {started[c]}, which it was trained with" if started.get(c)
+                 else f"resume with the {c} it was trained with"
+                 for c in causes if c.startswith("--")]
+        keys = [c for c in causes if not c.startswith("--")]
+        if keys:
+            fixes.append(f"resume without changing {', '.join(keys)}")
+        return (f"cannot resume {self.out}: the model changed ({diffs}), which comes from "
+                f"{' and '.join(named)}: {' and '.join(fixes)}, or train into a new --out")
+
+    def _keep_settings(self, describe: dict) -> None:
+        """Record the settings a resumed run goes on with, so that the next --resume keeps
+        them (steps extended once stay extended)."""
+        if not self.accelerator.is_main_process:
+            return
+        run_json = self.out / "run.json"
+        info = json.loads(run_json.read_text())
+        info |= {"train": asdict(self.train_cfg), "run": asdict(self.run_cfg)}
+        if "config" in describe:
+            info["config"] = describe["config"]
+        write_json_atomic(run_json, json.loads(json.dumps(info, default=str)))
 
     def _checkpoints(self) -> list[Path]:
         return sorted((self.out / "checkpoints").glob("step_[0-9]*[0-9]"))
@@ -249,17 +291,25 @@ class Trainer:
     # ------------------------------------------------------------------------ the loop
 
     def _batches(self):
-        """Endless batches; resumes mid-epoch exactly where the checkpoint was taken."""
-        while True:
-            self.loader.set_epoch(self.progress.epoch)
-            loader = self.loader
-            if self.progress.batch:
-                loader = self.accelerator.skip_first_batches(self.loader, self.progress.batch)
-            for batch in loader:
-                self.progress.batch += 1
-                yield batch
-            self.progress.epoch += 1
-            self.progress.batch = 0
+        """Endless batches; resumes mid-epoch exactly where the checkpoint was taken.
+
+        Closing it (or an error in the loader) stops the loader's workers.
+        """
+        loader = self.loader
+        try:
+            while True:
+                self.loader.set_epoch(self.progress.epoch)
+                loader = self.loader
+                if self.progress.batch:
+                    loader = self.accelerator.skip_first_batches(self.loader, self.progress.batch)
+                for batch in loader:
+                    self.progress.batch += 1
+                    yield batch
+                self.progress.epoch += 1
+                self.progress.batch = 0
+        finally:
+            _stop_workers(loader)
+            _stop_workers(self.loader)
 
     def _on_signal(self, signum, frame) -> None:
         self._stop = signal.Signals(signum).name
@@ -353,6 +403,7 @@ class Trainer:
                 self.save_checkpoint()  # unless the last step was just checkpointed
             return self.export()
         finally:
+            batches.close()
             bar.close()
             acc.end_training()
             for s, h in handlers.items():
@@ -381,6 +432,28 @@ def _ignore_stop_signals(worker_id: int) -> None:
     # The main process stops them itself once the checkpoint is saved.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _options(info: dict) -> dict[str, str | None]:
+    """The paths a run.json (or a stage's description of a run) holds for the options that
+    shape a model beside its config."""
+    return {"--data": info.get("dataset", {}).get("path"), "--tokenizer": info.get("tokenizer"),
+            "--lam": info.get("lam")}
+
+
+def _stop_workers(loader) -> None:
+    """Stop a loader's persistent workers now rather than when the loader is garbage.
+
+    After an error the traceback keeps the trainer, and with it the loader, alive until the
+    interpreter exits; there multiprocessing stops its children with SIGTERM, which the workers
+    ignore (_ignore_stop_signals), then waits for them forever. Asked through the loader, they
+    stop at once.
+    """
+    loader = getattr(loader, "base_dataloader", loader)  # under accelerate's wrapper
+    iterator = getattr(loader, "_iterator", None)  # where torch keeps persistent workers
+    if iterator is not None:
+        iterator._shutdown_workers()
+        loader._iterator = None
 
 
 def _frames_in(batch) -> int:

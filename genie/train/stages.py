@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from genie.config import Config, to_dict
@@ -20,12 +21,40 @@ def resolve_model_dir(path: str | Path, part: str) -> Path:
     )
 
 
+# What a model class or a run's stage is, in words.
+_CLASSES = {"VideoTokenizer": "a tokenizer", "LatentActionModel": "a latent action model",
+            "MaskGITDynamics": "a MaskGIT dynamics model", "DiTDynamics": "a DiT dynamics model"}
+_STAGES = {"tokenizer": "a tokenizer", "lam": "a latent action model",
+           "dynamics": "a dynamics model"}
+
+
+def check_kind(cls, path: str | Path, part: str) -> None:
+    """Refuse a run or model folder that holds another kind of model than `cls`, by what its
+    config.json (or a run's run.json) says: loading it anyway fails deep in the weights, after
+    a wall of warnings."""
+    path = Path(path).expanduser()
+    unfinished = _latest_checkpoint(path)
+    saved = unfinished[0] if unfinished else resolve_model_dir(path, part) / "config.json"
+    try:
+        said = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return  # damaged: loading it names that
+    if unfinished:
+        found, wanted = _STAGES.get(said.get("stage")), _STAGES.get(part)
+    else:
+        found, wanted = _CLASSES.get(said.get("_class_name")), _CLASSES.get(cls.__name__)
+    if found and wanted and found != wanted:
+        raise GenieError(f"{path} is {found}, not {wanted}: give {wanted} run, world or model "
+                         "folder")
+
+
 def load_model(cls, path: str | Path, part: str):
     """`cls.from_pretrained` with one clear error for a missing, damaged or foreign folder.
 
     A run still training (or stopped before its export) has no model folder yet: its latest
     checkpoint is loaded instead, so a run can be evaluated while it trains.
     """
+    check_kind(cls, path, part)
     unfinished = _latest_checkpoint(Path(path).expanduser())
     folder = None if unfinished else resolve_model_dir(path, part)
     try:
@@ -50,8 +79,6 @@ def _latest_checkpoint(run: Path) -> tuple[Path, Path] | None:
 
 
 def _from_checkpoint(cls, run_json: Path, checkpoint: Path):
-    import json
-
     from safetensors.torch import load_file
 
     model = cls(**json.loads(run_json.read_text())["model"])
@@ -109,8 +136,11 @@ def _train_stage(stage: str, cls, config: Config, data: str | Path, out: str | P
                     "windows": len(dataset)},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    # What sets the model settings that are not this stage's own config keys.
+    origins = {"height": "--data", "width": "--data",
+               "window": f"{stage}.train.seq_len" if cfg.train.seq_len else "data.seq_len"}
     trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
-                      device=device, resume=resume, describe=describe)
+                      device=device, resume=resume, describe=describe, origins=origins)
     return trainer.fit()
 
 
@@ -128,8 +158,5 @@ def train_lam(config: Config, data: str | Path, out: str | Path, *, resume: bool
     """Train the latent action model; returns the exported model folder (RUN/model)."""
     from genie.lam.model import LatentActionModel
 
-    if (config.lam.train.seq_len or config.data.seq_len) < 2:
-        raise GenieError("lam.train.seq_len must be at least 2: an action is a transition "
-                         "between two frames")
     return _train_stage("lam", LatentActionModel, config, data, out, resume=resume, init=init,
                         device=device, windowed=True)

@@ -1,12 +1,13 @@
 """Training the dynamics model on a frozen tokenizer and LAM, and assembling a world folder.
 
-`genie train world --out W` runs every stage into W/runs/<stage>/ (each resumable), copies each
-finished model into W/<part>/, and writes W/prompts/ and W/world.json last, so a folder with a
-world.json is always a whole world.
+`genie train world --out W` runs every stage into W/runs/<stage>/ (each resumable, with the
+settings kept in W/runs/config.json), copies each finished model into W/<part>/, and writes
+W/prompts/ and W/world.json last, so a folder with a world.json is always a whole world.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 import subprocess
@@ -19,9 +20,12 @@ from genie.config import Config, to_dict
 from genie.data.files import write_json_atomic
 from genie.data.index import open_dataset
 from genie.errors import GenieError
-from genie.train.stages import init_from, load_model, resolve_model_dir
+from genie.train.stages import check_kind, init_from, load_model, resolve_model_dir
 
 PARTS = ("tokenizer", "lam", "dynamics")
+# The preset and settings a world in training was started with (and last resumed with), which
+# `--resume` goes on with.
+SETTINGS = Path("runs") / "config.json"
 
 
 def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokenizer: str | Path,
@@ -47,18 +51,7 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
                          f"{tok.config.width}: train both on the same dataset")
     made_from = fingerprint(Path(data), resolve_model_dir(tokenizer, "tokenizer"),
                             resolve_model_dir(lam, "lam"))
-    dev = pick_device(device)
-    encoder_latents = cfg.backend == "dit" and cfg.latent == "encoder"
-    with PartialState().main_process_first():  # one process codes the dataset, the rest read it
-        started = time.perf_counter()
-        cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
-                                  made_from=made_from, device=dev, latents=encoder_latents)
-        coding_seconds = time.perf_counter() - started
-    seq_len = cfg.train.seq_len or cfg.context
-    if seq_len > cfg.context:
-        raise GenieError(f"dynamics.train.seq_len {seq_len} exceeds dynamics.context "
-                         f"{cfg.context}: the model never attends that far; lower it")
-    dataset = TokenDataset(cache, seq_len, latents=encoder_latents)
+    # The model first: a wrong --init-from fails now, not after minutes of coding the dataset.
     torch.manual_seed(config.run.seed)
     model = new_model(cfg.backend, tok, lam_model.config.num_actions, **cfg.model_kwargs())
     if init and not resume:
@@ -66,7 +59,15 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         if hasattr(model, "same_codebook") and not model.same_codebook(tok.quantizer.codebook):
             raise GenieError(f"--init-from {init} is a DiT trained on another tokenizer: start "
                              "from one trained on this tokenizer, or from scratch")
+    dev = pick_device(device)
+    encoder_latents = cfg.backend == "dit" and cfg.latent == "encoder"
+    with PartialState().main_process_first():  # one process codes the dataset, the rest read it
+        started = time.perf_counter()
+        cache = build_token_cache(tok.to(dev), lam_model.to(dev), data, out / "tokens",
+                                  made_from=made_from, device=dev, latents=encoder_latents)
+        coding_seconds = time.perf_counter() - started
     del tok, lam_model
+    dataset = TokenDataset(cache, cfg.train.seq_len or cfg.context, latents=encoder_latents)
     describe = {
         "stage": "dynamics", "config": to_dict(config),
         "dataset": {"path": str(Path(data).resolve()), "frames": made_from["frames"],
@@ -75,8 +76,10 @@ def train_dynamics(config: Config, data: str | Path, out: str | Path, *, tokeniz
         "token_cache_seconds": round(coding_seconds, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    origins = {"vocab_size": "--tokenizer", "grid_h": "--tokenizer", "grid_w": "--tokenizer",
+               "code_dim": "--tokenizer", "num_actions": "--lam"}
     trainer = Trainer(model, dataset, train=cfg.train, run=config.run, data=config.data, out=out,
-                      device=device, resume=resume, describe=describe)
+                      device=device, resume=resume, describe=describe, origins=origins)
     return trainer.fit()
 
 
@@ -87,32 +90,56 @@ def _config_of(path: str | Path, part: str) -> dict:
 def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bool = False,
                 device: str = "auto", tokenizer: str | Path | None = None,
                 lam: str | Path | None = None, init: str | Path | None = None,
-                preset: str = "") -> Path:
+                preset: str | None = None) -> Path:
     """Train (or take) each part into the world folder `out`; returns it.
 
     `init`: a world whose parts start every stage trained here (fine-tuning); parts given as
-    `tokenizer` or `lam` are taken as they are.
+    `tokenizer` or `lam` are taken as they are. `preset`: the name world.json records (resumed
+    and not given: the one the world was started with).
     """
+    from accelerate import PartialState
+
+    from genie.dynamics import model_class
+    from genie.lam.model import LatentActionModel
+    from genie.tokenizer.model import VideoTokenizer
     from genie.train.stages import train_lam, train_tokenizer
 
     out = Path(out)
     if (out / "world.json").exists():
         raise GenieError(f"{out} already holds a finished world: choose a new --out "
                          "(nothing was overwritten)")
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise GenieError(f"{out} already holds a world in training: add --resume to continue "
-                         "it, or choose a new --out (nothing was overwritten)")
-    if init:  # a wrong --init-from fails now, not after an hour of training
+    classes = {"tokenizer": VideoTokenizer, "lam": LatentActionModel,
+               "dynamics": model_class(config.dynamics.backend)}
+    # Wrong parts fail now, before anything is copied and not after an hour of training.
+    given = {"tokenizer": tokenizer, "lam": lam}
+    sources = {part: _given_part(classes[part], path, part, data)
+               for part, path in given.items() if path}
+    if init:
         missing = [p for p in PARTS if not (Path(init) / p / "config.json").exists()]
         if missing:
             raise GenieError(f"--init-from {init} is not a world folder (no {', '.join(missing)} "
                              "in it): give a world made by `genie train world`")
-    given = {"tokenizer": tokenizer, "lam": lam}
+        for part in PARTS:
+            check_kind(classes[part], Path(init) / part, part)
+    # Settings alone are what a first stage that failed at once leaves: nothing to resume.
+    if out.exists() and any(p != out / SETTINGS for p in out.rglob("*") if p.is_file()) \
+            and not resume:
+        raise GenieError(f"{out} already holds a world in training: add --resume to continue "
+                         "it, or choose a new --out (nothing was overwritten)")
+    for part, source in sources.items():
+        _check_held(out, part, source, given[part])
+    settings = out / SETTINGS
+    if settings.exists():
+        preset = preset or json.loads(settings.read_text()).get("preset")
+    preset = preset or "tiny"
+    if PartialState().is_main_process:
+        settings.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(settings, {"preset": preset, "config": to_dict(config)})
     trainers = {"tokenizer": train_tokenizer, "lam": train_lam}
     for part in ("tokenizer", "lam"):
         if not (out / part / "config.json").exists():
             if given[part]:
-                source = resolve_model_dir(given[part], part)
+                source = sources[part]
             else:
                 run = out / "runs" / part
                 source = trainers[part](config, data, run, resume=(run / "run.json").exists(),
@@ -132,6 +159,36 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
         meta["provenance"]["init_from"] = str(Path(init).resolve())
     write_json_atomic(out / "world.json", meta)
     return out
+
+
+def _given_part(cls, path: str | Path, part: str, data: str | Path) -> Path:
+    """The model folder of a part given by path, once it is known to be a `cls` of the
+    dataset's frame size."""
+    check_kind(cls, path, part)
+    source = resolve_model_dir(path, part)
+    model = json.loads((source / "config.json").read_text())
+    size, frames = open_dataset(data).size, (model["height"], model["width"])
+    if frames != size:
+        raise GenieError(f"--{part} {path} was trained on {frames[0]}x{frames[1]} frames but "
+                         f"{data} holds {size[0]}x{size[1]}: give a {part} trained on this "
+                         "dataset, or a dataset of its size")
+    return source
+
+
+def _check_held(out: Path, part: str, source: Path, path: str | Path) -> None:
+    """Refuse a part given for a world in training that already holds another."""
+    held = out / part
+    if not (held / "config.json").exists():
+        return
+    names = [p.name for p in source.iterdir() if p.is_file()]
+    _, mismatch, errors = filecmp.cmpfiles(source, held, names, shallow=False)
+    if not mismatch and not errors:
+        return
+    if (out / "dynamics").exists() or (out / "runs" / "dynamics" / "run.json").exists():
+        raise GenieError(f"{out} trains its dynamics on another {part} than --{part} {path}: "
+                         f"resume without --{part} to go on with it, or train into a new --out")
+    raise GenieError(f"{held} holds another {part} than --{part} {path}: delete {held} to take "
+                     f"it instead, or resume without --{part} to keep the one there")
 
 
 def _reuse_token_cache(init: Path, data: str | Path, out: Path) -> None:

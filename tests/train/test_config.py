@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from genie.cli import main
 from genie.config import PRESETS_DIR, load_config
 from genie.errors import GenieError
 
@@ -37,6 +40,50 @@ def test_overrides_are_typed():
 def test_mistakes_are_named(override, message):
     with pytest.raises(GenieError, match=message.replace("[", r"\[")):
         load_config("test", [override])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("tokenizer.dim=63", "tokenizer.dim must be a multiple of 4 (an even width for each of "
+                             "tokenizer.heads=2), got 63"),
+        ("lam.dim=34", "lam.dim must be a multiple of 4"),
+        ("dynamics.heads=3", "dynamics.dim must be a multiple of 6"),
+        ("tokenizer.heads=0", "tokenizer.heads must be at least 1, got 0"),
+        ("tokenizer.train.lr=-1", "tokenizer.train.lr must be above 0, got -1.0"),
+        ("tokenizer.train.batch_size=0", "tokenizer.train.batch_size must be at least 1, got 0"),
+        ("tokenizer.train.steps=0", "tokenizer.train.steps must be at least 1, got 0"),
+        ("tokenizer.train.steps=-1", "tokenizer.train.steps must be at least 1, got -1"),
+        ("tokenizer.train.seq_len=0", "tokenizer.train.seq_len must be at least 1, got 0"),
+        ("tokenizer.codebook_size=0", "tokenizer.codebook_size must be at least 1"),
+        ("data.num_workers=-1", "data.num_workers must be at least 0, got -1"),
+        ("run.seed=-1", "run.seed must be from 0 to 4294967295, got -1"),
+        ("run.precision=fp16", "run.precision must be one of auto, bf16, fp32, got 'fp16'"),
+        ("lam.num_actions=0", "lam.num_actions must be at least 1"),
+        ("lam.action_dropout=1", "lam.action_dropout must be at least 0 and below 1"),
+        ("dynamics.train.checkpoint_every=-5", "checkpoint_every must be at least 0"),
+        ("dynamics.context=1", "dynamics.context must be at least 2"),
+        ("dynamics.top_p=0", "dynamics.top_p must be above 0 and at most 1"),
+        ("dynamics.prediction=v", "dynamics.prediction must be one of velocity, x0, got 'v'"),
+        ("dynamics.dit.shift=0", "dynamics.dit.shift must be above 0"),
+        ("tokenizer.train.betas=[0.9, 1.0]", "betas must be two numbers at least 0 and below 1"),
+        ("lam.train.seq_len=1", "lam.train.seq_len must be at least 2"),
+        ("dynamics.train.seq_len=5", "dynamics.train.seq_len 5 exceeds dynamics.context 4"),
+        ("dynamics.latent=encoder", "dynamics.latent=encoder is a DiT setting"),
+    ],
+)
+def test_values_out_of_range_are_named(override, message):
+    with pytest.raises(GenieError, match=re.escape(message)):
+        load_config("test", [override])
+
+
+def test_a_value_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "tokenizer", "--config", "test", "--data", str(tmp_path), "--out",
+                 str(out), "tokenizer.heads=0"])
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err == \
+        "genie: error: config key tokenizer.heads must be at least 1, got 0\n"
 
 
 def test_unknown_preset_and_bad_yaml(tmp_path):

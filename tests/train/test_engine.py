@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from genie.cli import main
 from genie.config import load_config
-from genie.data.prepare import PrepareSettings, prepare
 from genie.errors import GenieError
 from genie.train.engine import Trainer, _Progress, lr_lambda
 
@@ -275,6 +274,52 @@ def test_sigterm_saves_and_exits_cleanly(coinrun_dataset, tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
 
 
+_CRASH = """
+import sys, torch
+from genie.config import load_config
+from genie.data.dataset import VideoDataset
+from genie.train.engine import Trainer
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, batch):
+        raise RuntimeError("a bug in the model")
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        raise FileNotFoundError("a shard went missing")
+
+data, out, where = sys.argv[1:]
+config = load_config("test", ["data.num_workers=1"])
+dataset = Data() if where == "loader" else VideoDataset(data, 2)
+Trainer(Model(), dataset, train=config.tokenizer.train, run=config.run, data=config.data,
+        out=out, device="cpu").fit()
+"""
+
+
+@pytest.mark.parametrize("where", ["model", "loader"])
+def test_a_crash_with_loader_workers_exits(coinrun_dataset, tmp_path, where):
+    # Uncaught, the error's traceback keeps the loader alive until the interpreter exits, where
+    # its workers (which ignore SIGTERM) used to be waited for forever.
+    proc = subprocess.Popen([sys.executable, "-c", _CRASH, str(coinrun_dataset),
+                             str(tmp_path / "run"), where], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the crashed training did not exit")
+    assert proc.returncode == 1
+    assert ("a bug in the model" if where == "model" else "a shard went missing") in err
+
+
 def test_two_processes_with_accelerate_launch(coinrun_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -293,22 +338,3 @@ def test_two_processes_with_accelerate_launch(coinrun_dataset, tmp_path, capsys)
     assert main(["eval", "tokenizer", "--model", str(out), "--data", str(coinrun_dataset),
                  "--seq-len", "4", "--json", str(json_out), "--device", "cpu"]) == 0
     assert json.loads(json_out.read_text())["psnr"] > 5
-
-
-@pytest.fixture
-def small_dataset():
-    """Make a small prepared dataset of a given size from synthetic videos."""
-    from genie.data.video import VideoWriter
-
-    def make(root: Path, height: int, width: int) -> Path:
-        src = root / "src"
-        src.mkdir()
-        for v in range(2):
-            with VideoWriter(src / f"{v}.mp4") as w:
-                for t in range(8):
-                    w.write(torch.full((height, width, 3), 20 * t + v, dtype=torch.uint8).numpy())
-        prepare(src, root / "ds", PrepareSettings(size=(height, width)), progress=False,
-                log=lambda m: None)
-        return root / "ds"
-
-    return make
