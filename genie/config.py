@@ -217,7 +217,8 @@ _LIMITS = {
     },
     DataConfig: {"seq_len": _POSITIVE, "frame_skip": _POSITIVE, "num_workers": _COUNT},
     # numpy's generator, which set_seed seeds too, takes 32 bits.
-    RunConfig: {"seed": _from(0, 2**32 - 1), "precision": _one_of("auto", "bf16", "fp32")},
+    RunConfig: {"seed": _from(0, 2**32 - 1), "precision": _one_of("auto", "bf16", "fp32"),
+                "attention": _one_of("sdpa", "xformers")},
     TokenizerConfig: {
         "patch": _POSITIVE, "dim": _POSITIVE, "encoder_depth": _POSITIVE,
         "decoder_depth": _POSITIVE, "heads": _POSITIVE, "code_dim": _POSITIVE,

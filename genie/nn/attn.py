@@ -164,6 +164,16 @@ class _MatmulAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, None, None
 
 
+def use_attention_backend(model: nn.Module, backend: str) -> None:
+    """Run every SelfAttention of `model` through `backend`. A setting of the run (run.attention),
+    not of the saved model: the same weights train or play through either kernel."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}: choose one of {BACKENDS}")
+    for module in model.modules():
+        if isinstance(module, SelfAttention):
+            module.backend = backend
+
+
 def _xformers_kernel():
     try:
         from xformers.ops import fmha

@@ -111,6 +111,7 @@ class Trainer:
         )
         self.precision = precision
         set_seed(run.seed)
+        _use_attention(model, run.attention, dev)  # before the run folder holds anything
         self._check_run_folder(model, resume, describe or {}, origins or {})
         if run.compile:
             model = torch.compile(model)
@@ -459,3 +460,20 @@ def _stop_workers(loader) -> None:
 def _frames_in(batch) -> int:
     frames = batch[0] if isinstance(batch, list | tuple) else batch
     return frames.shape[0] * frames.shape[1]
+
+
+def _use_attention(model: torch.nn.Module, backend: str, device: torch.device) -> None:
+    """run.attention: xformers is a CUDA kernel from an optional package, so check both now,
+    not at the first step."""
+    from genie.nn import use_attention_backend
+
+    if backend == "xformers":
+        if device.type != "cuda":
+            raise GenieError(f"run.attention=xformers needs a CUDA GPU and this run is on "
+                             f"{device.type}: leave run.attention at sdpa")
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError:
+            raise GenieError("run.attention=xformers needs the xformers package: pip install "
+                             "'genie[gpu]', or leave run.attention at sdpa") from None
+    use_attention_backend(model, backend)

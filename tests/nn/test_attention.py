@@ -4,7 +4,14 @@ import pytest
 import torch
 
 import genie.nn.attn as attn_mod
-from genie.nn import RotaryEmbedding, SelfAttention, attention, attention_mask
+from genie.nn import (
+    RotaryEmbedding,
+    SelfAttention,
+    STTransformer,
+    attention,
+    attention_mask,
+    use_attention_backend,
+)
 
 
 def qkv(b=2, h=3, lq=5, lk=5, dh=8, seed=0):
@@ -150,6 +157,15 @@ def test_bad_arguments_raise():
     # CPU tensors (or no xformers installed): a one-line error pointing at sdpa.
     with pytest.raises(RuntimeError, match="sdpa"):
         attention(q, k, v, backend="xformers")
+
+
+def test_a_run_sets_the_backend_of_every_attention_layer():
+    model = STTransformer(dim=16, depth=2, heads=2)
+    use_attention_backend(model, "xformers")
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    assert len(layers) == 4 and all(m.backend == "xformers" for m in layers)
+    with pytest.raises(ValueError, match="flash9"):
+        use_attention_backend(model, "flash9")
 
 
 def test_rope_depends_only_on_offsets():

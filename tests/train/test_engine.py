@@ -107,6 +107,14 @@ def test_refusals_lose_nothing(coinrun_dataset, finished_run, tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_xformers_attention_is_checked_before_training(coinrun_dataset, tmp_path, capsys):
+    assert train(coinrun_dataset, tmp_path / "x", "run.attention=xformers", check=False) == 2
+    assert "run.attention=xformers needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    assert train(coinrun_dataset, tmp_path / "y", "run.attention=flash", check=False) == 2
+    assert "run.attention must be one of sdpa, xformers" in capsys.readouterr().err
+
+
 def test_damaged_checkpoint_is_named(coinrun_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     train(coinrun_dataset, out, *SHORT)
