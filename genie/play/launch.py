@@ -27,13 +27,14 @@ def check_display(headless: bool) -> None:
 
 
 def idle_cores(load: float | None = None, cores: int | None = None) -> int:
-    """Torch threads for the world when --threads is left out: the cores other work leaves idle
-    (this machine's, up to torch's own default, less the 1-minute load average), at least 1.
+    """Torch threads for the world when --threads is left out: the cores other work leaves idle,
+    at least 1. A core counts as busy from a 1-minute load average of 0.75 on (a job running for
+    a minute and a half), so the tail of a short command just finished does not count.
 
-    With one of 2 cores busy, two threads made a step of the shipped world 148 ms against 73 on
-    one (each parallel op waits for the thread that shares a core), and 2,410 against 70 ms
-    under a heavier load; on idle cores two threads make 47 ms. The load average lags by a
-    minute, so work started after play is not seen; --threads then sets the count.
+    Headless play of the shipped world on 2 cores with a busy loop on one of them: 198-212 ms a
+    frame on two threads (each parallel op waits for the thread that shares the busy core)
+    against 56-62 on one; on idle cores two threads made 59-63 ms and one 68-78. The load
+    average lags, so work started after play is not seen; --threads then sets the count.
     """
     import torch
 
@@ -41,7 +42,7 @@ def idle_cores(load: float | None = None, cores: int | None = None) -> int:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if cores is None:
         cores = torch.get_num_threads()
-    return max(1, cores - round(load))
+    return max(1, cores - int(load + 0.25))
 
 
 def world_prompts(world, spec: str | None) -> list:

@@ -37,6 +37,7 @@ def test_headless_play_records_and_reports(tiny_world, tmp_path, capsys):
 def test_threads_default_to_the_cores_other_work_leaves_idle(tiny_world, capsys):
     assert idle_cores(load=0.0, cores=2) == 2
     assert idle_cores(load=0.9, cores=2) == 1  # one core busy: two threads would wait on it
+    assert idle_cores(load=0.6, cores=2) == 2  # the tail of a command just finished
     assert idle_cores(load=6.0, cores=2) == 1  # never fewer than one
     assert idle_cores(load=1.2, cores=8) == 7
     assert main(["play", "--world", str(tiny_world), "--headless", "--steps", "2",
