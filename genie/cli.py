@@ -622,7 +622,7 @@ def _add_eval(sub) -> None:
     tok = esub.add_parser(
         "tokenizer", help="reconstruction PSNR/SSIM and codebook use on held-out clips",
         description="Encode and decode held-out clips: PSNR and SSIM per frame (definitions in "
-        "shared/DESIGN.md), codebook usage (codes covering at least 0.01% of tokens) and "
+        "README, \"Metrics\"), codebook usage (codes covering at least 0.01% of tokens) and "
         "perplexity.",
     )
     _add_eval_args(tok, seq_len=16)

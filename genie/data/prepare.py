@@ -1,6 +1,6 @@
 """`genie data prepare`: a folder of videos -> a dataset of uint8 frame shards.
 
-Layout of a prepared dataset (see shared/DESIGN.md):
+Layout of a prepared dataset (README, "Prepare any videos"):
 
     DATASET/shard_00000.npy          (N, H, W, 3) uint8, opened with mmap_mode="r"
     DATASET/shard_00000.actions.npy  (N,) int16: action from frame i to i+1, -1 where unknown

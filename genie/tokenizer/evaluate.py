@@ -15,7 +15,7 @@ USED_SHARE = 1e-4  # a code counts as used if it covers at least 0.01% of the to
 def evaluate_tokenizer(model_path: str | Path, data: str | Path, *, split: str = "val",
                        seq_len: int = 16, clips: int | None = None, batch_size: int = 8,
                        device: str = "auto", progress: bool = True) -> dict:
-    """PSNR and SSIM (shared/DESIGN.md), codebook usage and perplexity over clips of `data`."""
+    """PSNR and SSIM (genie/eval/metrics.py), codebook usage and perplexity over clips of `data`."""
     from tqdm import tqdm
 
     from genie.data.dataset import VideoDataset
