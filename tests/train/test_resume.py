@@ -78,6 +78,13 @@ def test_a_world_resumes_with_its_own_settings(coinrun_dataset, tmp_path, capsys
     # As if stopped before the dynamics finished.
     (out / "world.json").unlink()
     shutil.rmtree(out / "dynamics")
+    settings = (out / "runs" / "config.json").read_text()
+    capsys.readouterr()
+    assert main([*world, "--resume", "tokenizer.dim=48"]) == 2
+    assert capsys.readouterr().err == (
+        f"genie: error: the tokenizer of {out} is trained already, so tokenizer.dim=48 would "
+        "change nothing: leave it out, or train the world into a new --out\n")
+    assert (out / "runs" / "config.json").read_text() == settings
     assert main([*world, "--resume"]) == 0
     assert json.loads((out / "dynamics" / "training.json").read_text())["steps"] == 2
     assert json.loads((out / "world.json").read_text())["provenance"]["preset"] == "test"
