@@ -225,11 +225,12 @@ def _add_data(sub) -> None:
 # ----------------------------------------------------------------------------------- models
 
 
-def _add_compute_args(parser: argparse.ArgumentParser) -> None:
+def _add_compute_args(parser: argparse.ArgumentParser,
+                      threads_default: str = "torch's choice") -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                         help="where to compute (default: auto = cuda, then mps, then cpu)")
     parser.add_argument("--threads", type=_positive_int,
-                        help="CPU threads for torch (default: torch's choice)")
+                        help=f"CPU threads for torch (default: {threads_default})")
 
 
 def _add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
@@ -774,7 +775,7 @@ def _add_play(sub) -> None:
                       help="headless actions: random, or 0-based latent actions such as 0,1,2 "
                       "(repeated in turn; default: random)")
     _add_sampler_args(play)
-    _add_compute_args(play)
+    _add_compute_args(play, threads_default="the cores other work leaves idle")
     # Play is for speed; generate and eval default to fp32, so that their clips and figures do
     # not hinge on whether the machine has fast bf16.
     _add_precision_arg(play, default="auto")
