@@ -35,38 +35,30 @@ def _group(sub, name: str, help: str, metavar: str):
                                  parser_class=_Parser)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+def _number(convert, ok, wanted: str):
+    """An argparse type: `text` as `convert` reads it, refused unless `ok` (nan never is)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or value != value or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    """A seed that numpy, torch and procgen all take: a whole number in 0..2**32-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: give a whole number from 0 to "
-                                         f"{SEED_MAX}")
-    return value
-
-
-def _frame_rate(text: str) -> float:
-    """Frames (or steps) a second: 0.01..1000, fractions welcome (videos keep them exactly)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not FPS_MIN <= value <= FPS_MAX:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate: give a number of frames "
-                                         f"a second from {FPS_MIN} to {FPS_MAX} (e.g. 15 or 7.5)")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a whole number of at least 1")
+# A seed that numpy, torch and procgen all take.
+_seed = _number(int, lambda v: 0 <= v <= SEED_MAX,
+                f"a seed: give a whole number from 0 to {SEED_MAX}")
+# Frames (or steps) a second; fractions welcome, videos keep them exactly.
+_frame_rate = _number(float, lambda v: FPS_MIN <= v <= FPS_MAX,
+                      f"a frame rate: give a number of frames a second from {FPS_MIN} to "
+                      f"{FPS_MAX} (e.g. 15 or 7.5)")
+_non_negative = _number(float, lambda v: 0 <= v < float("inf"), "a number of at least 0")
+_top_p = _number(float, lambda v: 0 < v <= 1, "a share of the probability: give a number "
+                 "above 0 and at most 1 (e.g. 0.9)")
 
 
 def _clip_path(text: str) -> str:
@@ -83,27 +75,6 @@ def _mp4_path(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an mp4 name: recordings are mp4 "
                                          "video, so end it in .mp4")
     return text
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of at least 0")
-    return value
-
-
-def _top_p(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a share of the probability: give a "
-                                         "number above 0 and at most 1 (e.g. 0.9)")
-    return value
 
 
 def _size(text: str) -> tuple[int, int]:
