@@ -410,8 +410,6 @@ def _train_world(args: argparse.Namespace) -> None:
     from genie.train.world import SETTINGS, train_world
 
     _setup_compute(args)
-    if args.resume:
-        _refuse_overrides_of_trained_parts(Path(args.out), args.overrides)
     config = _train_config(args, _with_backend(args), Path(args.out) / SETTINGS)
     world = train_world(config, args.data, args.out, resume=args.resume, device=args.device,
                         tokenizer=args.tokenizer, lam=args.lam, init=args.init_from,
@@ -419,16 +417,6 @@ def _train_world(args: argparse.Namespace) -> None:
     for part in ("tokenizer", "lam", "dynamics"):
         _say_once(f"{part}: {world / part}{_training_summary(world / part)}")
     _say_once(f"world ready: {world} (try: genie generate --world {world} --out clip.mp4)")
-
-
-def _refuse_overrides_of_trained_parts(world: Path, overrides: list[str]) -> None:
-    """A resumed world trains only the stages it has not finished: an override of a finished
-    part would change nothing, yet be kept in the world's settings as if it had."""
-    for item in overrides:
-        part = item.split(".", 1)[0]
-        if part in ("tokenizer", "lam") and (world / part).is_dir():
-            raise GenieError(f"the {part} of {world} is trained already, so {item} would change "
-                             "nothing: leave it out, or train the world into a new --out")
 
 
 def _with_backend(args: argparse.Namespace) -> list[str]:

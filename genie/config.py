@@ -312,7 +312,7 @@ def resume_config(run: Path, saved: Path, preset: str | None,
         return load_config(preset or "tiny", overrides)
     config = load_config(None, overrides, saved=started)
     if preset is not None:
-        differ = _differences(to_dict(config), to_dict(load_config(preset, overrides)))
+        differ = differences(to_dict(config), to_dict(load_config(preset, overrides)))
         if differ:
             more = ", ..." if len(differ) > 3 else ""
             raise GenieError(f"{run} was started with other settings than --config {preset} "
@@ -321,13 +321,13 @@ def resume_config(run: Path, saved: Path, preset: str | None,
     return config
 
 
-def _differences(mine: dict, theirs: dict, where: str = "") -> list[str]:
+def differences(mine: dict, theirs: dict, where: str = "") -> list[str]:
     """'key mine, not theirs' for every setting that differs, by dotted key."""
     found = []
     for key in sorted(set(mine) | set(theirs)):
         name, a, b = f"{where}.{key}" if where else key, mine.get(key), theirs.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += _differences(a, b, name)
+            found += differences(a, b, name)
         elif a != b:
             found.append(f"{name} {a}, not {b}")
     return found

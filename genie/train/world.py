@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genie.config import Config, to_dict
+from genie.config import Config, differences, to_dict
 from genie.data.files import write_json_atomic
 from genie.data.index import open_dataset
 from genie.errors import GenieError
@@ -130,7 +130,10 @@ def train_world(config: Config, data: str | Path, out: str | Path, *, resume: bo
         _check_held(out, part, source, given[part])
     settings = out / SETTINGS
     if settings.exists():
-        preset = preset or json.loads(settings.read_text()).get("preset")
+        saved = json.loads(settings.read_text())
+        preset = preset or saved.get("preset")
+        now = json.loads(json.dumps(to_dict(config)))  # tuples as the saved file has lists
+        _check_trained_settings(out, now, saved.get("config") or {}, given)
     preset = preset or "tiny"
     if PartialState().is_main_process:
         settings.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +176,19 @@ def _given_part(cls, path: str | Path, part: str, data: str | Path) -> Path:
                          f"{data} holds {size[0]}x{size[1]}: give a {part} trained on this "
                          "dataset, or a dataset of its size")
     return source
+
+
+def _check_trained_settings(out: Path, now: dict, started: dict, given: dict) -> None:
+    """Refuse settings of a part the world has trained already: they would change nothing, yet
+    be kept in its settings as if they had."""
+    for part in ("tokenizer", "lam"):
+        if given[part] or not (out / part / "config.json").exists() or part not in started:
+            continue
+        changed = differences(now[part], started[part], part)
+        if changed:
+            raise GenieError(f"the {part} of {out} is trained already and would not take a "
+                             f"change to its settings ({changed[0]}): leave the change out, or "
+                             "train the world into a new --out")
 
 
 def _check_held(out: Path, part: str, source: Path, path: str | Path) -> None:

@@ -82,8 +82,9 @@ def test_a_world_resumes_with_its_own_settings(coinrun_dataset, tmp_path, capsys
     capsys.readouterr()
     assert main([*world, "--resume", "tokenizer.dim=48"]) == 2
     assert capsys.readouterr().err == (
-        f"genie: error: the tokenizer of {out} is trained already, so tokenizer.dim=48 would "
-        "change nothing: leave it out, or train the world into a new --out\n")
+        f"genie: error: the tokenizer of {out} is trained already and would not take a change to "
+        "its settings (tokenizer.dim 48, not 32): leave the change out, or train the world into a "
+        "new --out\n")
     assert (out / "runs" / "config.json").read_text() == settings
     assert main([*world, "--resume"]) == 0
     assert json.loads((out / "dynamics" / "training.json").read_text())["steps"] == 2
