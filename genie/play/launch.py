@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from genie.errors import GenieError
@@ -26,23 +27,70 @@ def check_display(headless: bool) -> None:
                          "instead, or play on a machine with a screen")
 
 
-def idle_cores(load: float | None = None, cores: int | None = None) -> int:
+def idle_cores(busy: float | None = None, cores: int | None = None) -> int:
     """Torch threads for the world when --threads is left out: the cores other work leaves idle,
-    at least 1. A core counts as busy from a 1-minute load average of 0.75 on (a job running for
-    a minute and a half), so the tail of a short command just finished does not count.
+    at least 1. `busy` is the cores' worth of work running now (busy_cores), or where that
+    cannot be read the 1-minute load average; a core counts as busy from 0.75 on.
 
     Headless play of the shipped world on 2 cores with a busy loop on one of them: 198-212 ms a
     frame on two threads (each parallel op waits for the thread that shares the busy core)
-    against 56-62 on one; on idle cores two threads made 59-63 ms and one 68-78. The load
-    average lags, so work started after play is not seen; --threads then sets the count.
+    against 56-62 on one; on idle cores two threads made 59-63 ms and one 68-78. Work started
+    after play has begun is not seen; --threads then sets the count.
     """
     import torch
 
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy is None:
+        busy = busy_cores()
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if cores is None:
         cores = torch.get_num_threads()
-    return max(1, cores - int(load + 0.25))
+    return max(1, cores - int(busy + 0.25))
+
+
+def busy_cores(interval: float = 0.25, read=None) -> float | None:
+    """How many of this process's cores other work kept busy over the next `interval` seconds,
+    from the kernel's per-CPU time counters (/proc/stat), or None where there are none (macOS).
+
+    Measured now rather than taken from the load average, which trails by a minute: right after
+    a test suite the average still counted a core busy on an idle machine, and play ran on one
+    thread at 12.5 frames/s where two made 16.5. `read` returns the counters' text (tests).
+    """
+    if read is None:
+        def read():
+            with open("/proc/stat") as f:
+                return f.read()
+    try:
+        own, start, before = _own_seconds(), time.monotonic(), _cpu_times(read())
+        time.sleep(interval)
+        after, elapsed, own = _cpu_times(read()), time.monotonic() - start, _own_seconds() - own
+    except OSError:
+        return None
+    mine = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(after)
+    busy = 0.0
+    for cpu in mine & set(before) & set(after):
+        (busy0, total0), (busy1, total1) = before[cpu], after[cpu]
+        if total1 > total0:
+            busy += (busy1 - busy0) / (total1 - total0)
+    # Less this process's own threads (a finished bf16 probe's OpenMP threads still spinning).
+    return max(0.0, busy - own / elapsed) if elapsed > 0 else busy
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _cpu_times(text: str) -> dict[int, tuple[int, int]]:
+    """/proc/stat text -> {cpu: (busy ticks, all ticks)}; idle and iowait are the idle ticks."""
+    times = {}
+    for line in text.splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            values = [int(t) for t in ticks[:8]]  # user nice system idle iowait irq softirq steal
+            total = sum(values)
+            times[int(name[3:])] = (total - values[3] - values[4], total)
+    return times
 
 
 def world_prompts(world, spec: str | None) -> list:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
 import genie
+import genie.play.launch
 import genie.worlds
 from genie.cli import main
 from genie.play.calibrate import default_key_map, format_calibration, match_actions
-from genie.play.launch import idle_cores
+from genie.play.launch import busy_cores, idle_cores
 
 
 def one_line_error(capsys, message: str) -> None:
@@ -35,14 +40,38 @@ def test_headless_play_records_and_reports(tiny_world, tmp_path, capsys):
 
 
 def test_threads_default_to_the_cores_other_work_leaves_idle(tiny_world, capsys):
-    assert idle_cores(load=0.0, cores=2) == 2
-    assert idle_cores(load=0.9, cores=2) == 1  # one core busy: two threads would wait on it
-    assert idle_cores(load=0.6, cores=2) == 2  # the tail of a command just finished
-    assert idle_cores(load=6.0, cores=2) == 1  # never fewer than one
-    assert idle_cores(load=1.2, cores=8) == 7
+    assert idle_cores(busy=0.0, cores=2) == 2
+    assert idle_cores(busy=0.9, cores=2) == 1  # one core busy: two threads would wait on it
+    assert idle_cores(busy=0.6, cores=2) == 2  # a core only partly used
+    assert idle_cores(busy=6.0, cores=2) == 1  # never fewer than one
+    assert idle_cores(busy=1.2, cores=8) == 7
     assert main(["play", "--world", str(tiny_world), "--headless", "--steps", "2",
                  "--threads", "1", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.strip().endswith(", 1 thread")
+
+
+def test_busy_cores_reads_the_kernels_counters(monkeypatch):
+    monkeypatch.setattr(genie.play.launch, "_own_seconds", lambda: 0.0)  # this process idle
+    header = "cpu  0 0 0 0 0 0 0 0 0 0\n"
+    before = header + "cpu0 100 0 50 850 0 0 0 0 0 0\ncpu1 10 0 10 980 0 0 0 0 0 0\nintr 5\n"
+    # Over the interval cpu0 ran 90 of 100 ticks (user + system), cpu1 waited on disk.
+    after = header + "cpu0 170 0 70 860 0 0 0 0 0 0\ncpu1 12 0 10 1058 20 0 0 0 0 0\nintr 9\n"
+    texts = iter([before, after])
+    busy = busy_cores(interval=0.0, read=lambda: next(texts))
+    mine = os.sched_getaffinity(0) & {0, 1}
+    assert busy == pytest.approx(0.9 * (0 in mine) + 0.02 * (1 in mine))
+    assert busy_cores(interval=0.0, read=lambda: (_ for _ in ()).throw(OSError("no /proc"))) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
+def test_busy_cores_sees_a_busy_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        assert busy_cores(interval=0.5) >= 0.75
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def _recorded(world, tmp_path, name: str, *options: str) -> np.ndarray:
