@@ -25,7 +25,7 @@ def test_training_benchmark_times_the_preset_with_overrides():
     model, batch, _ = _models("lam", ["lam.dim=64", "lam.heads=4", "lam.train.batch_size=3"])
     assert model.config.dim == 64 and batch.shape[0] == 3
     model, _, _ = _models("lam")
-    assert model.config.dim == 96  # the preset itself, untouched by the call before
+    assert model.config.dim == 128  # the preset itself, untouched by the call before
 
 
 def test_peak_fractions_pair_each_round_with_its_own_reference():
