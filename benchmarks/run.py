@@ -445,7 +445,7 @@ def main() -> None:
                         "--world (default: the tiny preset as a DiT, untrained)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the tiny preset in the train suite (repeatable), e.g. "
-                        "--set lam.dim=128 --set lam.heads=2")
+                        "--set lam.dim=96 --set lam.encoder_depth=2")
     parser.add_argument("--loop-steps", type=int, default=150,
                         help="steps of each `genie train` in the loop suite")
     parser.add_argument("--json", default="benchmarks/results/benchmarks.json")
